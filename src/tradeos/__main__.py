@@ -1,0 +1,3 @@
+from tradeos.cli import main
+
+main()

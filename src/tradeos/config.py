@@ -1,0 +1,228 @@
+"""TradeOS settings: one object, read from the environment and `.env`.
+
+Every field here is listed with its default and meaning in `.env.example` and in the README
+(a test keeps the three in step). A bad value stops start-up with one line per variable
+(`settings_error_lines`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+Environment = Literal["development", "test", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# The file in DATA_DIR that keeps the generated development JWT secret across restarts.
+JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
+MIN_SECRET_LENGTH = 32
+# Placeholders people copy from examples; production refuses them whatever their length.
+_KNOWN_PLACEHOLDERS = ("change", "secret", "example", "default", "password", "tradeos")
+
+_SQLITE_DRIVER = "sqlite+aiosqlite"
+_POSTGRES_DRIVER = "postgresql+asyncpg"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    environment: Environment = "development"
+    debug: bool = False
+    log_level: LogLevel = "INFO"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    jwt_secret_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # Comma-separated in the environment: CORS_ORIGINS=https://a.example,https://b.example
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return origins
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return normalize_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("jwt_secret_key")
+    @classmethod
+    def _strong_secret_in_production(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if info.data.get("environment") == "production":
+            problem = weak_secret_reason(value)
+            if problem:
+                raise ValueError(f"{problem}; production refuses to start without a strong secret")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_runtime_values(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"{_SQLITE_DRIVER}:///{self.data_dir / 'tradeos.db'}"
+        if self.jwt_secret_key is None and self.environment != "production":
+            # Development and tests: a random secret, generated once and kept in DATA_DIR.
+            self.jwt_secret_key = SecretStr(load_or_create_secret(self.data_dir / JWT_SECRET_FILE))
+        return self
+
+    # -- what the rest of the code asks of the settings ------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        assert self.database_url is not None  # filled in by the validator
+        return self.database_url
+
+    @property
+    def database_backend(self) -> str:
+        """`sqlite` or `postgresql`: what /api/v1/info shows, never the URL itself."""
+        return make_url(self.sqlalchemy_url).get_backend_name()
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database_backend == "sqlite"
+
+    @property
+    def cache_backend(self) -> str:
+        return "redis" if self.redis_url else "memory"
+
+    @property
+    def events_backend(self) -> str:
+        return "redis" if self.redis_url else "memory"
+
+    @property
+    def broker_backend(self) -> str:
+        return "redis" if self.redis_url else "memory"
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with any password masked, for log lines and messages."""
+        return make_url(self.sqlalchemy_url).render_as_string(hide_password=True)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = make_url(self.sqlalchemy_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+
+def normalize_database_url(value: str) -> str:
+    """Accept the URL forms people paste (postgres://, sqlite:///) and pick the async driver."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername=_SQLITE_DRIVER).render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername=_POSTGRES_DRIVER).render_as_string(hide_password=False)
+    raise ValueError(f"backend {backend!r} is not supported (use sqlite or postgresql)")
+
+
+def weak_secret_reason(secret: SecretStr | None) -> str | None:
+    """Why a JWT secret is too weak for production, or None when it is fine."""
+    if secret is None:
+        return "is not set"
+    value = secret.get_secret_value()
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters"
+    lowered = value.lower()
+    if any(word in lowered for word in _KNOWN_PLACEHOLDERS) or len(set(value)) < 12:
+        return "looks like a placeholder, not a random secret"
+    return None
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the development secret kept in DATA_DIR, creating it once (readable by owner only)."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes the secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret)
+    return secret
+
+
+def settings_error_lines(error: ValidationError) -> list[str]:
+    """One line per bad variable, naming it the way the user set it (upper-case env name)."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        name = loc[0].upper() if loc else ""
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(
+            f"Invalid setting {name}: {message}" if name else f"Invalid settings: {message}"
+        )
+    return lines
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment and `.env`."""
+    return Settings()

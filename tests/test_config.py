@@ -1,0 +1,161 @@
+"""Settings: defaults, environment and .env, validation, the JWT secret rules."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from tradeos.config import JWT_SECRET_FILE, Settings, settings_error_lines
+
+REPO = Path(__file__).resolve().parents[1]
+STRONG_SECRET = "q8Zr2-Vx9LmN4pT7wYb1Kc6HdJ3sFg0A"
+
+
+def load(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def error_lines(**values: object) -> list[str]:
+    with pytest.raises(ValidationError) as caught:
+        load(**values)
+    return settings_error_lines(caught.value)
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = load(data_dir=tmp_path)
+    assert settings.environment == "development"
+    assert settings.debug is False
+    assert settings.log_level == "INFO"
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'tradeos.db'}"
+    assert settings.redis_url is None
+    assert (settings.database_backend, settings.cache_backend, settings.broker_backend) == (
+        "sqlite",
+        "memory",
+        "memory",
+    )
+    assert settings.cors_origins == []
+
+
+def test_default_data_dir_is_data_under_the_working_directory(tmp_path: Path) -> None:
+    # The autouse fixture chdir'ed into tmp_path.
+    assert load().data_dir == tmp_path / "data"
+
+
+def test_environment_variables_and_dotenv_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "LOG_LEVEL=debug\nCORS_ORIGINS=https://a.example.com, https://b.example.com\nDEBUG=true\n"
+    )
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("LOG_LEVEL", "warning")  # the environment wins over .env
+    settings = Settings()
+    assert settings.log_level == "WARNING"
+    assert settings.debug is True
+    assert settings.cors_origins == ["https://a.example.com", "https://b.example.com"]
+    assert settings.data_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/trading", "postgresql+asyncpg://u:p@db:5432/trading"),
+        ("postgresql://u@db/trading", "postgresql+asyncpg://u@db/trading"),
+        ("sqlite:////var/lib/tradeos.db", "sqlite+aiosqlite:////var/lib/tradeos.db"),
+    ],
+)
+def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
+    assert load(database_url=given).database_url == expected
+
+
+def test_safe_database_url_hides_the_password() -> None:
+    settings = load(database_url="postgresql://trader:hunter2secret@db/trading")
+    assert "hunter2secret" not in settings.safe_database_url
+    assert settings.database_backend == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("values", "variable", "fragment"),
+    [
+        ({"environment": "staging"}, "ENVIRONMENT", "development"),
+        ({"log_level": "loud"}, "LOG_LEVEL", "DEBUG"),
+        ({"database_url": "mysql://db/x"}, "DATABASE_URL", "not supported"),
+        ({"database_url": "not a url"}, "DATABASE_URL", "not a database URL"),
+        ({"redis_url": "http://cache"}, "REDIS_URL", "redis://"),
+        ({"cors_origins": "ftp://x"}, "CORS_ORIGINS", "origin"),
+        ({"debug": "maybe"}, "DEBUG", "boolean"),
+        ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "greater than"),
+    ],
+)
+def test_a_bad_value_names_its_variable_in_one_line(
+    values: dict[str, object], variable: str, fragment: str
+) -> None:
+    lines = error_lines(**values)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Invalid setting {variable}:")
+    assert fragment in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_development_generates_the_jwt_secret_once_and_keeps_it(tmp_path: Path) -> None:
+    first = load(data_dir=tmp_path)
+    second = load(data_dir=tmp_path)
+    assert first.jwt_secret_key is not None and second.jwt_secret_key is not None
+    assert first.jwt_secret_key.get_secret_value() == second.jwt_secret_key.get_secret_value()
+    assert len(first.jwt_secret_key.get_secret_value()) >= 32
+    secret_file = tmp_path / JWT_SECRET_FILE
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert load(data_dir=tmp_path / "other").jwt_secret_key != first.jwt_secret_key
+
+
+def test_a_given_jwt_secret_is_used_and_never_shown(tmp_path: Path) -> None:
+    settings = load(data_dir=tmp_path, jwt_secret_key=STRONG_SECRET)
+    assert settings.jwt_secret_key == SecretStr(STRONG_SECRET)
+    assert STRONG_SECRET not in repr(settings)
+    assert not (tmp_path / JWT_SECRET_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        (None, "is not set"),
+        ("short-secret", "at least 32"),
+        ("change-me-change-me-change-me-change-me", "placeholder"),
+        ("a" * 40, "placeholder"),
+    ],
+)
+def test_production_refuses_a_missing_or_weak_secret(
+    tmp_path: Path, secret: str | None, reason: str
+) -> None:
+    lines = error_lines(environment="production", data_dir=tmp_path, jwt_secret_key=secret)
+    assert len(lines) == 1
+    assert "JWT_SECRET_KEY" in lines[0] and reason in lines[0]
+    assert not (tmp_path / JWT_SECRET_FILE).exists()  # production never generates one
+
+
+def test_production_starts_with_a_strong_secret(tmp_path: Path) -> None:
+    settings = load(environment="production", data_dir=tmp_path, jwt_secret_key=STRONG_SECRET)
+    assert settings.is_production
+
+
+def _env_example_names() -> list[str]:
+    text = (REPO / ".env.example").read_text()
+    return re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE)
+
+
+def test_env_example_lists_every_setting() -> None:
+    names = _env_example_names()
+    expected = {name.upper() for name in Settings.model_fields}
+    assert expected <= set(names), f"missing from .env.example: {expected - set(names)}"
+
+
+def test_readme_settings_table_lists_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"| `{name.upper()}` |" in readme, (
+            f"{name.upper()} missing from the README settings table"
+        )
