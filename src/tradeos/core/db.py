@@ -1,0 +1,254 @@
+"""The database: async engine and sessions, the declarative base, and exact column types.
+
+SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) is the scaled-out choice.
+Both go through the same models and the same Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    event,
+    text,
+)
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# Constraint names are stable across backends, so Alembic can find and drop them later.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --------------------------------------------------------------------------- exact decimals
+
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 18
+_MAX_INTEGER_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+# Width of the fixed-scale text on SQLite: sign + 20 integer digits + point + 18 decimals.
+_SQLITE_TEXT_WIDTH = 1 + _MAX_INTEGER_DIGITS + 1 + DECIMAL_SCALE
+
+
+def _exact_context() -> Context:
+    # The default context has 28 digits, too few for NUMERIC(38,18); Inexact is trapped so a
+    # value that would need rounding is refused instead of silently changed.
+    return Context(prec=DECIMAL_PRECISION, traps=[InvalidOperation, Inexact])
+
+
+def to_exact_decimal(value: object) -> Decimal:
+    """Check and convert a value bound to an exact column. Floats are refused: not exact."""
+    if isinstance(value, bool | float):
+        raise TypeError(
+            f"exact decimal columns take Decimal, int or str, not {type(value).__name__}"
+        )
+    if isinstance(value, int | str):
+        try:
+            value = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+    if not isinstance(value, Decimal):
+        raise TypeError(
+            f"exact decimal columns take Decimal, int or str, not {type(value).__name__}"
+        )
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    with localcontext(_exact_context()):
+        try:
+            quantized = value.quantize(_QUANTUM)
+        except (Inexact, InvalidOperation):
+            raise ValueError(
+                f"{value} does not fit NUMERIC({DECIMAL_PRECISION},{DECIMAL_SCALE}): at most "
+                f"{_MAX_INTEGER_DIGITS} integer digits and {DECIMAL_SCALE} decimal places"
+            ) from None
+    return quantized
+
+
+def strip_trailing_zeros(value: Decimal) -> Decimal:
+    """`1.500000` -> `1.5`, `100.000` -> `100` (never `1E+2`): the same value, its shortest form."""
+    with localcontext(_exact_context()):
+        normalized = value.normalize()
+    exponent = normalized.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return normalized.quantize(Decimal(1))
+    return normalized
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A `Decimal` stored exactly on every backend.
+
+    PostgreSQL: NUMERIC(38,18). SQLite has no exact numeric type (its NUMERIC is a binary
+    float), so there the value is fixed-scale text. Consequence: on SQLite, do money
+    arithmetic, sums and ordering in Python, not in SQL.
+    """
+
+    impl = Numeric(DECIMAL_PRECISION, DECIMAL_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(_SQLITE_TEXT_WIDTH))
+        return dialect.type_descriptor(Numeric(DECIMAL_PRECISION, DECIMAL_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        exact = to_exact_decimal(value)
+        if dialect.name == "sqlite":
+            return format(exact, "f")
+        return exact
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return strip_trailing_zeros(Decimal(str(value)))
+
+    @property
+    def python_type(self) -> type[Decimal]:
+        return Decimal
+
+
+class Money(ExactDecimal):
+    """An amount of a currency or asset: balances, prices, fees, PnL."""
+
+    cache_ok = True
+
+
+class Quantity(ExactDecimal):
+    """A number of units: order and position sizes."""
+
+    cache_ok = True
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend; naive datetimes are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime refused: TradeOS stores timezone-aware UTC only")
+        utc = value.astimezone(UTC)
+        # SQLite keeps no zone; store naive UTC there and attach UTC again on the way out.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# An auto-incrementing primary key: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+IdPK = Annotated[int, mapped_column(BigIntPK, primary_key=True, autoincrement=True)]
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # The driver's own implicit BEGIN breaks SAVEPOINTs and transactional DDL; we emit
+        # BEGIN ourselves (below), as SQLAlchemy's SQLite documentation recommends.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An async engine for `url` with the settings each backend needs."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+class Database:
+    """The engine and session factory of one running application."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: committed when the block ends, rolled back if it raises."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> float:
+        """Round-trip a trivial query; returns the latency in milliseconds."""
+        started = time.perf_counter()
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return (time.perf_counter() - started) * 1000
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

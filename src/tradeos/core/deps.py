@@ -1,0 +1,40 @@
+"""FastAPI dependencies that know no domain: settings, the request's database session, paging."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tradeos.config import Settings
+from tradeos.core.db import Database
+from tradeos.core.pagination import PageQuery as PageQuery
+
+
+def get_settings(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    database = request.app.state.database
+    assert isinstance(database, Database)
+    return database
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's one unit of work: committed when the endpoint returns, rolled back on error.
+
+    Declared with scope="function" so the commit happens *before* the response is sent: a
+    client that sees a 2xx can rely on the change being stored.
+    """
+    async with get_database(request).session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

@@ -1,0 +1,244 @@
+"""The database layer: exact decimals, UTC timestamps, SQLite pragmas, the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
+from sqlalchemy.exc import StatementError
+
+from tests.conftest import serve_app
+from tests.factories import make_user, password_hash
+from tradeos.accounts.models import User
+from tradeos.app import create_app
+from tradeos.config import Settings
+from tradeos.core.db import (
+    Database,
+    Money,
+    Quantity,
+    UTCDateTime,
+    strip_trailing_zeros,
+    to_exact_decimal,
+)
+from tradeos.core.deps import SessionDep
+from tradeos.core.errors import Conflict
+
+# A scratch table outside the app's metadata: the column types are what is under test.
+scratch_metadata = MetaData()
+ledger = Table(
+    "test_exact_ledger",
+    scratch_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("amount", Money()),
+    Column("quantity", Quantity()),
+    Column("at", UTCDateTime()),
+)
+
+
+@pytest.fixture
+async def scratch(database: Database) -> AsyncIterator[Database]:
+    async with database.engine.begin() as connection:
+        await connection.run_sync(scratch_metadata.create_all)
+    yield database
+    async with database.engine.begin() as connection:
+        await connection.run_sync(scratch_metadata.drop_all)
+
+
+async def _round_trip(database: Database, column: str, value: object) -> object:
+    async with database.engine.begin() as connection:
+        row_id = (
+            await connection.execute(insert(ledger).values({column: value}).returning(ledger.c.id))
+        ).scalar_one()
+    async with database.engine.connect() as connection:
+        return (
+            await connection.execute(select(ledger.c[column]).where(ledger.c.id == row_id))
+        ).scalar_one()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "12345678901.123456789012345678",
+        "0.000000000000000001",
+        "-0.1",
+        "0",
+        "99999999999999999999.999999999999999999",
+    ],
+)
+@pytest.mark.parametrize("column", ["amount", "quantity"])
+async def test_decimals_come_back_exactly(scratch: Database, column: str, value: str) -> None:
+    stored = await _round_trip(scratch, column, Decimal(value))
+    assert isinstance(stored, Decimal)
+    assert stored == Decimal(value)
+    assert format(stored, "f") == format(strip_trailing_zeros(Decimal(value)), "f")
+    assert (
+        format(stored, "f").rstrip("0").rstrip(".") == value.rstrip("0").rstrip(".") or value == "0"
+    )
+
+
+async def test_a_float_is_refused(scratch: Database) -> None:
+    with pytest.raises(StatementError, match="not float"):
+        await _round_trip(scratch, "amount", 0.1)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (Decimal("0.0000000000000000001"), "does not fit"),  # 19 decimal places would be rounded
+        (Decimal("123456789012345678901"), "does not fit"),  # 21 integer digits
+        (Decimal("NaN"), "finite"),
+        (Decimal("Infinity"), "finite"),
+        (True, "not bool"),
+    ],
+)
+async def test_values_that_cannot_be_stored_exactly_are_refused(
+    scratch: Database, value: object, message: str
+) -> None:
+    with pytest.raises(StatementError, match=message):
+        await _round_trip(scratch, "amount", value)
+
+
+@given(
+    st.decimals(
+        min_value=Decimal("-99999999999999999999"),
+        max_value=Decimal("99999999999999999999"),
+        places=18,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bind_conversion_is_exact_for_every_fitting_value(value: Decimal) -> None:
+    assert to_exact_decimal(value) == value
+    assert strip_trailing_zeros(Decimal(format(to_exact_decimal(value), "f"))) == value
+
+
+def test_trailing_zeros_go_but_never_into_exponent_form() -> None:
+    assert str(strip_trailing_zeros(Decimal("100.000000"))) == "100"
+    assert str(strip_trailing_zeros(Decimal("1.500"))) == "1.5"
+    assert str(strip_trailing_zeros(Decimal("-0.000"))) in ("0", "-0")
+
+
+async def test_timestamps_are_utc_aware_on_the_way_out(scratch: Database) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    moment = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=tokyo)
+    stored = await _round_trip(scratch, "at", moment)
+    assert isinstance(stored, datetime)
+    assert stored.tzinfo is not None and stored.utcoffset() == timedelta(0)
+    assert stored == moment
+    assert stored == datetime(2026, 3, 1, 0, 30, 15, 123456, tzinfo=UTC)
+
+
+async def test_naive_timestamps_are_refused(scratch: Database) -> None:
+    with pytest.raises(StatementError, match="naive datetime"):
+        await _round_trip(scratch, "at", datetime(2026, 3, 1, 9, 30))
+
+
+async def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(database: Database) -> None:
+    if database.backend != "sqlite":
+        pytest.skip("SQLite pragmas")
+    async with database.engine.connect() as connection:
+        assert (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+        assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+        assert (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 5000
+
+
+async def test_postgresql_pool_pings_before_use(database: Database) -> None:
+    if database.backend != "postgresql":
+        pytest.skip("PostgreSQL pool")
+    assert database.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+    assert (await database.ping()) >= 0
+
+
+async def test_savepoints_work(database: Database) -> None:
+    # SQLite needs our explicit BEGIN for this; PostgreSQL has it natively.
+    async with database.sessionmaker() as session:
+        await make_user(session, username="kept", email="kept@example.com")
+        try:
+            async with session.begin_nested():
+                await make_user(session, username="dropped", email="dropped@example.com")
+                raise RuntimeError("undo the inner block")
+        except RuntimeError:
+            pass
+        await session.commit()
+        names = (await session.scalars(select(User.username))).all()
+    assert names == ["kept"]
+
+
+# --- one session per request ---------------------------------------------------------------
+
+
+def _unit_of_work_app(settings: Settings) -> FastAPI:
+    app = create_app(settings, configure_logs=False)
+
+    @app.post("/t/users/{username}")
+    async def add(username: str, session: SessionDep) -> dict[str, str]:
+        session.add(
+            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
+        )
+        return {"added": username}
+
+    @app.post("/t/users/{username}/then-fail")
+    async def add_then_fail(username: str, session: SessionDep) -> None:
+        session.add(
+            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
+        )
+        await session.flush()
+        raise Conflict("changed my mind")
+
+    @app.post("/t/users/{username}/then-crash")
+    async def add_then_crash(username: str, session: SessionDep) -> None:
+        session.add(
+            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
+        )
+        await session.flush()
+        raise RuntimeError("boom")
+
+    return app
+
+
+async def _usernames(database: Database) -> list[str]:
+    async with database.sessionmaker() as session:
+        return list((await session.scalars(select(User.username).order_by(User.username))).all())
+
+
+async def test_a_request_commits_at_its_boundary(settings: Settings, database: Database) -> None:
+    async with serve_app(_unit_of_work_app(settings)) as client:
+        response = await client.post("/t/users/alice")
+    assert response.status_code == 200
+    assert await _usernames(database) == ["alice"]
+
+
+@pytest.mark.parametrize(("suffix", "status"), [("then-fail", 409), ("then-crash", 500)])
+async def test_a_failing_request_rolls_back(
+    settings: Settings, database: Database, suffix: str, status: int
+) -> None:
+    async with serve_app(_unit_of_work_app(settings)) as client:
+        response = await client.post(f"/t/users/bob/{suffix}")
+    assert response.status_code == status
+    assert await _usernames(database) == []
+
+
+async def test_a_commit_that_fails_is_an_error_response_not_a_success(
+    settings: Settings, database: Database
+) -> None:
+    async with serve_app(_unit_of_work_app(settings)) as client:
+        assert (await client.post("/t/users/carol")).status_code == 200
+        # Same username: the unique index fails at commit, which happens before the response.
+        response = await client.post("/t/users/CAROL")
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await _usernames(database) == ["carol"]
+
+
+async def test_database_ping_reports_latency(database: Database) -> None:
+    latency = await database.ping()
+    assert 0 <= latency < 5000
+    async with database.engine.connect() as connection:
+        assert (await connection.execute(text("SELECT 1"))).scalar() == 1
