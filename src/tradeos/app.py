@@ -1,0 +1,102 @@
+"""create_app(): the FastAPI application, its lifespan, middleware and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+
+from tradeos import __version__
+from tradeos.config import Settings, get_settings
+from tradeos.core.db import Database
+from tradeos.core.errors import install_error_handlers
+from tradeos.core.logging import RequestContextMiddleware, configure_logging
+from tradeos.core.metrics import install_metrics
+from tradeos.core.middleware import BodyLimitMiddleware
+from tradeos.core.redis import make_redis
+from tradeos.core.routing import APIRouter, JSONRoute
+from tradeos.core.status import api_root, probes
+
+API_PREFIX = "/api/v1"
+GZIP_MINIMUM_BYTES = 1024
+
+logger = structlog.get_logger("tradeos.app")
+
+
+def _api_router() -> APIRouter:
+    """Every versioned endpoint. Domain routers are included here as they are built."""
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(api_root)
+    return api
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.database = Database(
+        settings.sqlalchemy_url, pool_size=settings.database_pool_size, echo=settings.debug
+    )
+    app.state.redis = make_redis(settings.redis_url) if settings.redis_url else None
+    logger.info(
+        "startup",
+        version=__version__,
+        environment=settings.environment,
+        database=settings.safe_database_url,
+        cache=settings.cache_backend,
+    )
+    try:
+        yield
+    finally:
+        if app.state.redis is not None:
+            await app.state.redis.aclose()
+        await app.state.database.dispose()
+        logger.info("shutdown")
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, json=settings.is_production)
+    app = FastAPI(
+        title="TradeOS",
+        version=__version__,
+        summary="Trading platform backend: market data, strategies, backtests, paper trading.",
+        debug=False,  # never render tracebacks to clients, whatever DEBUG says
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+        openapi_url="/openapi.json",
+    )
+    app.router.route_class = JSONRoute
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    app.include_router(probes)
+    app.include_router(_api_router())
+    install_metrics(app)
+
+    # Added innermost first: the request-context middleware is outermost, so its correlation
+    # id and access line cover everything, CORS and GZip included.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials="*" not in settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def app_factory() -> Any:
+    """Entry point for `uvicorn --factory tradeos.app:app_factory` (used by `tradeos serve`)."""
+    return create_app()

@@ -1,0 +1,193 @@
+"""Logging: structlog everywhere, JSON lines in production, readable console in development.
+
+Every log line written while a request is served carries its correlation id. Secrets
+(passwords, tokens, API keys, Authorization and cookie headers) are masked by a processor
+that runs last before rendering, so neither our code nor a library can leak them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from typing import IO, Any
+
+import structlog
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from tradeos.core.errors import problem_response
+
+REDACTED = "[REDACTED]"
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# Keys whose values are secret whatever they hold.
+_SECRET_KEY_PATTERN = re.compile(
+    r"pass(word|wd|phrase)?$|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key|signature",
+    re.IGNORECASE,
+)
+# Secrets that turn up inside free text: bearer tokens, TradeOS API keys, JWTs, URL passwords.
+_SECRET_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    (re.compile(r"\btrd_[A-Za-z0-9_-]+"), "trd_" + REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    (
+        re.compile(r"(?i)\b(password|passwd|secret|token|api[-_]?key)=([^&\s\"']+)"),
+        r"\1=" + REDACTED,
+    ),
+)
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _SECRET_VALUE_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_value(key: str | None, value: Any) -> Any:
+    if key is not None and _SECRET_KEY_PATTERN.search(key) and value is not None:
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(None, item) for item in value]
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask secret keys and secret-looking text anywhere in the event."""
+    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+
+
+def configure_logging(
+    level: str = "INFO", *, json: bool = False, stream: IO[str] | None = None
+) -> None:
+    """Route structlog and the stdlib loggers (uvicorn, sqlalchemy, alembic) through one handler."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become text before redaction, so secrets in exception messages are masked.
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    )
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "sqlalchemy"):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers = []
+        library_logger.propagate = True
+    # One access line per request comes from RequestContextMiddleware, not from uvicorn.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("sqlalchemy.engine").setLevel("WARNING")
+
+
+def _accepted_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER.encode():
+            candidate = value.decode("latin-1")
+            return candidate if _REQUEST_ID_PATTERN.match(candidate) else None
+    return None
+
+
+def _route_template(scope: Scope) -> str | None:
+    """`/api/v1/orders/{order_id}` rather than the raw path, the same name /metrics uses."""
+    if "app" not in scope:
+        return None
+    return get_route_name(HTTPConnection(scope), should_include_root_path=False)
+
+
+class RequestContextMiddleware:
+    """Correlation id, one access line per request, and the last line of defence for errors.
+
+    The id comes from a well-formed `X-Request-ID` or is generated; it is echoed in the
+    response header and bound to every log line of the request. An exception no handler took
+    is logged with its trace and answered with a bare 500 problem: no trace reaches a client.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.logger = structlog.get_logger("tradeos.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _accepted_request_id(scope.get("headers", [])) or uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_request_id)
+            except Exception:
+                self.logger.exception(
+                    "unhandled_error", method=scope.get("method"), path=scope.get("path")
+                )
+                if scope["type"] == "http" and not response_started:
+                    await problem_response(
+                        500, detail="An unexpected error occurred; it has been logged."
+                    )(scope, receive, send_with_request_id)
+            finally:
+                if scope["type"] == "http":
+                    self._log_access(scope, status, started)
+
+    def _log_access(self, scope: Scope, status: int, started: float) -> None:
+        state = scope.get("state") or {}
+        user_id = state.get("user_id")
+        self.logger.info(
+            "request",
+            method=scope.get("method"),
+            path=scope.get("path"),
+            route=_route_template(scope),
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            user_id=user_id,
+            client=(scope.get("client") or (None,))[0],
+        )

@@ -1,0 +1,166 @@
+"""Every error answers application/problem+json, never a trace."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from tests.conftest import CapturedLogs, serve_app
+from tradeos.app import create_app
+from tradeos.config import Settings
+from tradeos.core import errors
+
+PROBLEM = "application/problem+json"
+ERROR_CLASSES = [
+    errors.BadRequest,
+    errors.Unauthorized,
+    errors.Forbidden,
+    errors.NotFound,
+    errors.MethodNotAllowed,
+    errors.Conflict,
+    errors.PayloadTooLarge,
+    errors.UnsupportedMediaType,
+    errors.ValidationFailed,
+    errors.RateLimited,
+    errors.InternalError,
+    errors.ServiceUnavailable,
+]
+
+
+class OrderDraft(BaseModel):
+    symbol: str = Field(min_length=1)
+    quantity: int = Field(gt=0)
+    legs: list[int] = []
+
+
+def _app(settings: Settings) -> FastAPI:
+    app = create_app(settings, configure_logs=False)
+
+    @app.get("/t/raise/{name}")
+    async def raise_named(name: str) -> None:
+        error_class = getattr(errors, name)
+        kwargs = {"retry_after": 30} if error_class is errors.RateLimited else {}
+        raise error_class(f"{name} happened", **kwargs)
+
+    @app.post("/t/orders")
+    async def create_order(draft: OrderDraft) -> OrderDraft:
+        return draft
+
+    @app.get("/t/crash")
+    async def crash() -> None:
+        raise RuntimeError("internal detail: secret table trades_v2 at /srv/app.py")
+
+    return app
+
+
+def assert_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:tradeos:problem:")
+    assert body["title"] and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+@pytest.mark.parametrize("error_class", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+async def test_each_error_class_renders_its_status(
+    settings: Settings, database: object, error_class: type
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get(f"/t/raise/{error_class.__name__}")
+    body = assert_problem(response, error_class.status)
+    assert body["detail"] == f"{error_class.__name__} happened"
+    if error_class is errors.Unauthorized:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    if error_class is errors.RateLimited:
+        assert response.headers["retry-after"] == "30"
+
+
+async def test_unknown_route_is_a_404_problem(client) -> None:  # type: ignore[no-untyped-def]
+    assert_problem(await client.get("/api/v1/no-such-thing"), 404)
+
+
+async def test_wrong_method_is_a_405_problem(client) -> None:  # type: ignore[no-untyped-def]
+    response = await client.delete("/api/v1/ping")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+async def test_field_errors_have_paths(settings: Settings, database: object) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.post(
+            "/t/orders", json={"symbol": "", "quantity": -1, "legs": [1, "x"]}
+        )
+    body = assert_problem(response, 422)
+    fields = {error["field"] for error in body["errors"]}
+    assert fields == {"body.symbol", "body.quantity", "body.legs.1"}
+    assert all(error["message"] for error in body["errors"])
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b'{"symbol": "BTC-USD", ', b"\xff\xfe"])
+async def test_malformed_json_is_a_400_problem(
+    settings: Settings, database: object, payload: bytes
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.post(
+            "/t/orders", content=payload, headers={"content-type": "application/json"}
+        )
+    assert assert_problem(response, 400)["title"] == "Malformed JSON body"
+
+
+async def test_a_body_that_is_not_json_is_a_415_problem(
+    settings: Settings, database: object
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.post(
+            "/t/orders", content=b"symbol=BTC", headers={"content-type": "text/plain"}
+        )
+        ok = await client.post(
+            "/t/orders",
+            json={"symbol": "BTC-USD", "quantity": 1},
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+    assert "application/json" in assert_problem(response, 415)["detail"]
+    assert ok.status_code == 200
+
+
+async def test_a_body_over_the_limit_is_a_413_problem(settings_factory, database: object) -> None:  # type: ignore[no-untyped-def]
+    app = _app(settings_factory(max_request_body_bytes=2048))
+    async with serve_app(app) as client:
+        big = {"symbol": "X" * 5000, "quantity": 1}
+        declared = await client.post("/t/orders", json=big)
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"symbol": "'
+            for _ in range(10):
+                yield b"X" * 500
+            yield b'", "quantity": 1}'
+
+        streamed = await client.post(
+            "/t/orders", content=chunks(), headers={"content-type": "application/json"}
+        )
+        fits = await client.post("/t/orders", json={"symbol": "X" * 1000, "quantity": 1})
+    assert_problem(declared, 413)
+    assert "content-length" not in {name.lower() for name in streamed.request.headers}
+    assert_problem(streamed, 413)
+    assert fits.status_code == 200
+
+
+async def test_an_unhandled_exception_is_a_bare_500_and_its_trace_is_logged(
+    settings: Settings, database: object, captured_logs: CapturedLogs
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get("/t/crash")
+    body = assert_problem(response, 500)
+    assert "trades_v2" not in response.text and "Traceback" not in response.text
+    assert "RuntimeError" not in response.text
+    [logged] = captured_logs.events("unhandled_error")
+    assert logged["level"] == "error"
+    assert (
+        "Traceback" in logged["exception"]
+        and "RuntimeError: internal detail" in logged["exception"]
+    )
+    assert logged["request_id"] == body["request_id"]

@@ -1,0 +1,209 @@
+"""Probes, the API root, docs, metrics, CORS and compression."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import TEST_REDIS_URL, serve_app
+from tradeos import __version__
+from tradeos import app as app_module
+from tradeos.app import create_app
+from tradeos.config import Settings
+
+PROBLEM = "application/problem+json"
+
+
+async def test_health_reports_each_dependency_with_latency(client) -> None:  # type: ignore[no-untyped-def]
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["version"] == __version__
+    expected = {"database", "redis"} if TEST_REDIS_URL else {"database"}
+    assert set(body["checks"]) == expected
+    for check in body["checks"].values():
+        assert check["status"] == "up" and check["latency_ms"] >= 0
+
+
+async def test_ready_and_live_answer_when_all_is_up(client) -> None:  # type: ignore[no-untyped-def]
+    assert (await client.get("/ready")).json() == {"status": "ready"}
+    assert (await client.get("/live")).json() == {"status": "alive"}
+
+
+async def test_a_dead_database_makes_ready_503_naming_it(
+    settings_factory: Callable[..., Settings], database: object, tmp_path: Any
+) -> None:
+    unreachable = f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db"
+    async with serve_app(
+        create_app(settings_factory(database_url=unreachable), configure_logs=False)
+    ) as client:
+        ready = await client.get("/ready")
+        health = await client.get("/health")
+        live = await client.get("/live")
+    assert ready.status_code == 503 and ready.headers["content-type"] == PROBLEM
+    assert ready.json()["down"] == ["database"]
+    assert "database" in ready.json()["detail"]
+    assert health.status_code == 503 and health.json()["checks"]["database"]["status"] == "down"
+    assert live.status_code == 200  # the process itself is fine
+
+
+async def test_a_dead_redis_makes_ready_503_naming_it(
+    settings_factory: Callable[..., Settings], database: object
+) -> None:
+    settings = settings_factory(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    async with serve_app(create_app(settings, configure_logs=False)) as client:
+        ready = await client.get("/ready")
+        health = await client.get("/health")
+    assert ready.status_code == 503 and ready.json()["down"] == ["redis"]
+    assert health.json()["checks"]["database"]["status"] == "up"
+    assert health.json()["checks"]["redis"]["status"] == "down"
+
+
+async def test_api_root_and_ping(client) -> None:  # type: ignore[no-untyped-def]
+    root = await client.get("/api/v1/")
+    assert (
+        root.status_code == 200
+        and root.json()["name"] == "TradeOS"
+        and root.json()["docs"] == "/docs"
+    )
+    ping = await client.get("/api/v1/ping")
+    assert ping.json()["ping"] == "pong"
+
+
+async def test_info_names_backends_but_never_a_secret(
+    settings_factory: Callable[..., Settings], database: object, database_url: str
+) -> None:
+    # A password in the database URL must not come back; on SQLite the URL has none, so add Redis's.
+    settings = settings_factory(
+        redis_url="redis://:r3dis-pa55word@127.0.0.1:1/0",
+        jwt_secret_key="x" * 8 + "Qw9!zR2#kL5$mN8^pT1&",
+    )
+    async with serve_app(create_app(settings, configure_logs=False)) as client:
+        body = (await client.get("/api/v1/info")).json()
+    assert (
+        body["name"] == "TradeOS"
+        and body["version"] == __version__
+        and body["environment"] == "test"
+    )
+    assert body["backends"] == {
+        "database": "postgresql" if "postgresql" in database_url else "sqlite",
+        "cache": "redis",
+        "events": "redis",
+        "broker": "redis",
+    }
+    text = str(body)
+    assert "r3dis-pa55word" not in text and "Qw9!zR2" not in text and "://" not in text
+
+
+async def test_info_on_the_embedded_default(client) -> None:  # type: ignore[no-untyped-def]
+    backends = (await client.get("/api/v1/info")).json()["backends"]
+    expected = "redis" if TEST_REDIS_URL else "memory"
+    assert backends["cache"] == expected and backends["broker"] == expected
+
+
+async def test_openapi_and_docs_are_served(client) -> None:  # type: ignore[no-untyped-def]
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["info"]["title"] == "TradeOS"
+    assert "/api/v1/info" in spec["paths"] and "/health" in spec["paths"]
+    assert "swagger" in (await client.get("/docs")).text.lower()
+    assert "redoc" in (await client.get("/redoc")).text.lower()
+
+
+def _app_with_templated_route(settings: Settings) -> FastAPI:
+    app = create_app(settings, configure_logs=False)
+
+    @app.get("/api/v1/t/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, int]:
+        return {"order_id": order_id}
+
+    return app
+
+
+def _sample(metrics_text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    raise AssertionError(f"no {name} sample with {labels}")
+
+
+async def test_metrics_count_requests_by_route_template_method_and_status(
+    settings: Settings, database: object
+) -> None:
+    async with serve_app(_app_with_templated_route(settings)) as client:
+        for order_id in (1, 2, 3):
+            await client.get(f"/api/v1/t/orders/{order_id}")
+        await client.get("/api/v1/t/orders/not-a-number")
+        await client.get("/api/v1/unknown/path/123")
+        text = (await client.get("/metrics")).text
+    route = "/api/v1/t/orders/{order_id}"
+    assert _sample(text, "http_requests_total", handler=route, method="GET", status="200") == 3
+    assert _sample(text, "http_requests_total", handler=route, method="GET", status="422") == 1
+    assert (
+        _sample(
+            text, "http_request_duration_seconds_count", handler=route, method="GET", status="200"
+        )
+        == 3
+    )
+    assert (
+        _sample(
+            text,
+            "http_request_duration_seconds_bucket",
+            handler=route,
+            method="GET",
+            status="200",
+            le="+Inf",
+        )
+        == 3
+    )
+    assert (
+        "/api/v1/t/orders/1" not in text and "/api/v1/unknown/path/123" not in text
+    )  # never raw paths
+
+
+async def test_cors_allows_configured_origins_only(
+    settings_factory: Callable[..., Settings], database: object
+) -> None:
+    settings = settings_factory(cors_origins="https://app.example.com")
+    async with serve_app(create_app(settings, configure_logs=False)) as client:
+        allowed = await client.options(
+            "/api/v1/ping",
+            headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"},
+        )
+        other = await client.get("/api/v1/ping", headers={"Origin": "https://evil.example.net"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_large_responses_are_gzipped_small_ones_not(client) -> None:  # type: ignore[no-untyped-def]
+    large = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    small = await client.get("/api/v1/ping", headers={"Accept-Encoding": "gzip"})
+    assert (
+        large.headers["content-encoding"] == "gzip" and large.json()["info"]["title"] == "TradeOS"
+    )
+    assert "content-encoding" not in small.headers
+
+
+@pytest.mark.parametrize(
+    ("environment", "json_lines"), [("production", True), ("development", False)]
+)
+def test_production_logs_json_lines(
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str,
+    json_lines: bool,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        app_module, "configure_logging", lambda level, **kw: calls.append({"level": level, **kw})
+    )
+    strong = "Zq7-Lm2Vx9pT4wYb1Kc6HdJ3sFg0AqR8"
+    create_app(
+        settings_factory(environment=environment, jwt_secret_key=strong, log_level="warning")
+    )
+    assert calls == [{"level": "WARNING", "json": json_lines}]
