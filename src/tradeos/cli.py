@@ -1,0 +1,280 @@
+"""The `tradeos` command: serve, db upgrade|downgrade|current|seed|reset, version."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import structlog
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError
+
+from tradeos import __version__
+from tradeos import migrations as db_migrations
+from tradeos.config import Settings, get_settings, settings_error_lines
+from tradeos.core.db import Database, create_engine
+from tradeos.core.logging import configure_logging, redact_text
+
+app = typer.Typer(name="tradeos", help="TradeOS trading platform backend.", no_args_is_help=True)
+db_app = typer.Typer(help="Database: migrations, demo data, reset.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+logger = structlog.get_logger("tradeos.cli")
+
+MIN_SEED_PASSWORD_LENGTH = 8
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    # Plain echo, not rich: one line must stay one line whatever the terminal width.
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """The settings, or one clear line per bad variable and exit 2: never a traceback."""
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        for line in settings_error_lines(error):
+            typer.secho(f"TradeOS cannot start: {line}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    except OSError as error:
+        _fail(f"TradeOS cannot start: DATA_DIR is not usable: {error}")
+    configure_logging(settings.log_level, json=settings.is_production)
+    return settings
+
+
+@contextmanager
+def _database_errors(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached is one clear line, not a driver traceback."""
+    try:
+        yield
+    except (DBAPIError, OSError) as error:
+        reason = redact_text(str(getattr(error, "orig", None) or error).splitlines()[0])
+        _fail(f"TradeOS cannot use the database at {settings.safe_database_url}: {reason}")
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Embedded SQLite is migrated on start; a shared database must be upgraded on purpose."""
+    if settings.is_embedded_database:
+        if settings.sqlite_path is not None:
+            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        db_migrations.upgrade(settings.sqlalchemy_url)
+        return
+    current = asyncio.run(_current_revision(settings))
+    head = db_migrations.head_revision()
+    if current != head:
+        _fail(
+            f"TradeOS cannot start: the database at {settings.safe_database_url} is at revision "
+            f"{current or 'none'}, this version needs {head}. Run: tradeos db upgrade"
+        )
+
+
+async def _current_revision(settings: Settings) -> str | None:
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(db_migrations.current_revision)
+    finally:
+        await engine.dispose()
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    # Each worker writes its metrics to files here; /metrics aggregates them. Stale files from
+    # an earlier run would add old counts, so the folder starts empty.
+    metrics_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Start the API server (migrates the embedded SQLite database first)."""
+    import uvicorn
+
+    settings = load_settings()
+    with _database_errors(settings):
+        _prepare_database(settings)
+    if workers > 1 and reload:
+        _fail("--reload and --workers cannot be combined; use one or the other.")
+    if workers > 1:
+        _prepare_multiprocess_metrics(settings)
+    console.print(
+        f"TradeOS {__version__} on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
+    )
+    uvicorn.run(
+        "tradeos.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        reload_dirs=[os.path.dirname(__file__)] if reload else None,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the TradeOS version."""
+    console.print(f"TradeOS {__version__}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    settings = load_settings()
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    with _database_errors(settings):
+        db_migrations.upgrade(settings.sqlalchemy_url, revision)
+    console.print(f"Database at {revision} ({settings.safe_database_url}).")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
+) -> None:
+    """Revert migrations down to REVISION."""
+    settings = load_settings()
+    with _database_errors(settings):
+        db_migrations.downgrade(settings.sqlalchemy_url, revision)
+    console.print(f"Database downgraded to {revision}.")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's revision and the latest one this version knows."""
+    settings = load_settings()
+    with _database_errors(settings):
+        current = asyncio.run(_current_revision(settings))
+    console.print(
+        f"current: {current or 'none (empty database)'}\nhead:    {db_migrations.head_revision()}"
+    )
+
+
+@db_app.command("reset")
+def db_reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every table and all data, then migrate to the latest revision."""
+    settings = load_settings()
+    if not yes:
+        typer.confirm(
+            f"This deletes ALL data in {settings.safe_database_url}. Continue?",
+            default=False,
+            abort=True,
+        )
+    with _database_errors(settings):
+        asyncio.run(_drop_all_tables(settings.sqlalchemy_url))
+        db_migrations.upgrade(settings.sqlalchemy_url)
+    console.print("Database reset and migrated to the latest revision.")
+
+
+async def _drop_all_tables(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            # Reflect what is really there (it may predate these models), then drop it all.
+            metadata = MetaData()
+            with warnings.catch_warnings():
+                # Expression indexes cannot be reflected on SQLite; they go with their table.
+                warnings.filterwarnings("ignore", message=".*expression-based index.*")
+                await connection.run_sync(metadata.reflect)
+            await connection.run_sync(metadata.drop_all)
+    finally:
+        await engine.dispose()
+
+
+def _seed_password(given: str | None, who: str) -> tuple[str, bool]:
+    if given is None:
+        return secrets.token_urlsafe(12), True
+    if len(given) < MIN_SEED_PASSWORD_LENGTH:
+        _fail(f"The {who} password must be at least {MIN_SEED_PASSWORD_LENGTH} characters.")
+    return given, False
+
+
+@db_app.command("seed")
+def db_seed(
+    admin_email: Annotated[str, typer.Option(help="Admin's email.")] = "admin@example.com",
+    admin_password: Annotated[
+        str | None,
+        typer.Option(envvar="SEED_ADMIN_PASSWORD", help="Admin's password (generated if unset)."),
+    ] = None,
+    demo_email: Annotated[str, typer.Option(help="Demo user's email.")] = "demo@example.com",
+    demo_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SEED_DEMO_PASSWORD", help="Demo user's password (generated if unset)."
+        ),
+    ] = None,
+) -> None:
+    """Create an admin and a demo user. Generated passwords are printed once, here only."""
+    from tradeos.accounts import service as accounts
+    from tradeos.accounts.models import Role
+
+    settings = load_settings()
+    seeds = [
+        ("admin", admin_email, *_seed_password(admin_password, "admin"), Role.SUPER_ADMIN),
+        ("demo", demo_email, *_seed_password(demo_password, "demo"), Role.USER),
+    ]
+
+    async def seed() -> list[tuple[str, str, str, bool]]:
+        database = Database(settings.sqlalchemy_url)
+        rows = []
+        try:
+            async with database.session() as session:
+                for username, email, password, generated, role in seeds:
+                    if await accounts.find_user(session, email) or await accounts.find_user(
+                        session, username
+                    ):
+                        rows.append((username, email, "exists, left unchanged", False))
+                        continue
+                    await accounts.create_user(
+                        session, email=email, username=username, password=password, role=role
+                    )
+                    rows.append(
+                        (username, email, password if generated else "(as given)", generated)
+                    )
+        finally:
+            await database.dispose()
+        return rows
+
+    with _database_errors(settings):
+        _prepare_database(settings)
+        rows = asyncio.run(seed())
+    table = Table(title="Seeded users")
+    for column in ("username", "email", "password"):
+        table.add_column(column)
+    for username, email, shown, _ in rows:
+        table.add_row(username, email, shown)
+    console.print(table)
+    if any(generated for *_, generated in rows):
+        console.print("Generated passwords are shown only this once: store them now.")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        sys.exit(130)

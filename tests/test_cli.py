@@ -1,0 +1,274 @@
+"""The `tradeos` command, driven as a user would (always on its own SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import inspect
+from typer.testing import CliRunner, Result
+
+from tradeos import __version__
+from tradeos import migrations as db_migrations
+from tradeos.accounts import service as accounts
+from tradeos.cli import app
+from tradeos.config import get_settings
+from tradeos.core.db import Database
+from tradeos.core.logging import configure_logging
+from tradeos.core.security import verify_password
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    yield data_dir
+    configure_logging("WARNING")
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    get_settings.cache_clear()  # each invocation reads the environment afresh, like a new process
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def _database_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'tradeos.db'}"
+
+
+def _tables(data_dir: Path) -> set[str]:
+    async def read() -> set[str]:
+        database = Database(_database_url(data_dir))
+        try:
+            async with database.engine.connect() as connection:
+                names = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        finally:
+            await database.dispose()
+        return names - {"alembic_version"}
+
+    return asyncio.run(read())
+
+
+def _check_password(data_dir: Path, login: str, password: str) -> bool:
+    async def check() -> bool:
+        database = Database(_database_url(data_dir))
+        try:
+            async with database.session() as session:
+                user = await accounts.find_user(session, login)
+                assert user is not None, f"{login} not found"
+                return (await verify_password(password, user.password_hash))[0]
+        finally:
+            await database.dispose()
+
+    return asyncio.run(check())
+
+
+def test_version() -> None:
+    result = run("version")
+    assert result.exit_code == 0 and result.output.strip() == f"TradeOS {__version__}"
+
+
+def test_python_dash_m_runs_the_same_cli(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "tradeos", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 0
+    for command in ("serve", "db", "version"):
+        assert command in completed.stdout
+
+
+def test_db_upgrade_current_downgrade(cli_env: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    assert _tables(cli_env) == {"users"}
+    current = run("db", "current")
+    assert f"current: {db_migrations.head_revision()}" in current.output
+
+    down = run("db", "downgrade", "base")
+    assert down.exit_code == 0, down.output
+    assert _tables(cli_env) == set()
+    assert "none (empty database)" in run("db", "current").output
+
+    assert run("db", "upgrade").exit_code == 0
+    assert _tables(cli_env) == {"users"}
+
+
+def _seeded_passwords(output: str) -> dict[str, str]:
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│|]", line) if cell.strip()]
+        if len(cells) == 3 and cells[0] in ("admin", "demo"):
+            rows[cells[0]] = cells[2]
+    return rows
+
+
+def test_seed_generates_passwords_printed_once(cli_env: Path) -> None:
+    first = run("db", "seed")
+    assert first.exit_code == 0, first.output
+    passwords = _seeded_passwords(first.output)
+    assert set(passwords) == {"admin", "demo"}
+    assert passwords["admin"] != passwords["demo"] and len(passwords["admin"]) >= 12
+    assert "only this once" in first.output
+    assert _check_password(cli_env, "admin", passwords["admin"])
+    assert _check_password(cli_env, "demo@example.com", passwords["demo"])
+
+    again = run("db", "seed")
+    assert again.exit_code == 0
+    assert passwords["admin"] not in again.output
+    assert _seeded_passwords(again.output) == {
+        "admin": "exists, left unchanged",
+        "demo": "exists, left unchanged",
+    }
+    assert _check_password(cli_env, "admin", passwords["admin"])  # unchanged
+
+
+def test_seed_takes_passwords_from_flags_and_environment(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEED_DEMO_PASSWORD", "demo-from-env-42")
+    result = run(
+        "db", "seed", "--admin-password", "admin-from-flag-7", "--admin-email", "boss@example.com"
+    )
+    assert result.exit_code == 0, result.output
+    assert "admin-from-flag-7" not in result.output and "demo-from-env-42" not in result.output
+    assert _check_password(cli_env, "boss@example.com", "admin-from-flag-7")
+    assert _check_password(cli_env, "demo", "demo-from-env-42")
+
+
+def test_seed_refuses_a_short_password(cli_env: Path) -> None:
+    result = run("db", "seed", "--admin-password", "short")
+    assert result.exit_code == 2 and "at least 8" in result.output
+
+
+def test_reset_asks_before_destroying(cli_env: Path) -> None:
+    assert (
+        run(
+            "db", "seed", "--admin-password", "admin-pass-123", "--demo-password", "demo-pass-123"
+        ).exit_code
+        == 0
+    )
+
+    refused = run("db", "reset", input="n\n")
+    assert refused.exit_code == 1 and "deletes ALL data" in refused.output
+    assert _check_password(cli_env, "admin", "admin-pass-123")  # still there
+
+    accepted = run("db", "reset", input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert _tables(cli_env) == {"users"}
+    assert "Seeded" in run("db", "seed").output  # empty again: seeding creates both afresh
+    assert "exists" not in run("db", "reset", "--yes").output
+
+
+def test_reset_without_a_terminal_does_not_destroy(cli_env: Path) -> None:
+    run("db", "upgrade")
+    result = run("db", "reset")  # no input at all: the confirmation cannot be given
+    assert result.exit_code != 0
+    assert _tables(cli_env) == {"users"}
+
+
+def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "ENVIRONMENT": "staging", "DATA_DIR": str(tmp_path)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "tradeos", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("TradeOS cannot start: Invalid setting ENVIRONMENT:")
+    assert "Traceback" not in completed.stderr + completed.stdout
+
+
+def test_production_without_a_secret_refuses_to_start(tmp_path: Path) -> None:
+    env = {**os.environ, "ENVIRONMENT": "production", "DATA_DIR": str(tmp_path)}
+    env.pop("JWT_SECRET_KEY", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "tradeos", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "JWT_SECRET_KEY" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgresql://u:pw-not-shown@127.0.0.1:1/x",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "tradeos", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "cannot use the database at postgresql+asyncpg://u:***@127.0.0.1:1/x" in completed.stderr
+    assert "pw-not-shown" not in completed.stderr and "Traceback" not in completed.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "ENVIRONMENT": "development"}
+    for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY"):
+        env.pop(name, None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tradeos", "serve", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        health = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health is not None, "server did not answer"
+        assert health.status_code == 200 and health.json()["checks"]["database"]["status"] == "up"
+        info = httpx.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=5).json()
+        assert info["backends"] == {
+            "database": "sqlite",
+            "cache": "memory",
+            "events": "memory",
+            "broker": "memory",
+        }
+        assert (tmp_path / "data" / "tradeos.db").exists()
+        assert (tmp_path / "data" / "jwt_secret").exists()
+        assert _tables(tmp_path / "data") == {"users"}
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=20)
+    assert server.returncode == 0, output
+    assert "Traceback" not in output
