@@ -272,3 +272,70 @@ def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> Non
         output, _ = server.communicate(timeout=20)
     assert server.returncode == 0, output
     assert "Traceback" not in output
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(
+        uvicorn, "run", lambda target, **options: calls.append({"target": target, **options})
+    )
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    return calls
+
+
+def _fake_revision(monkeypatch: pytest.MonkeyPatch, revision: str | None) -> None:
+    async def current(_settings: object) -> str | None:
+        return revision
+
+    monkeypatch.setattr("tradeos.cli._current_revision", current)
+
+
+def test_serve_refuses_a_shared_database_that_is_not_upgraded(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, object]]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://trader:pw-hidden@db.internal/tradeos")
+    _fake_revision(monkeypatch, None)
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "Run: tradeos db upgrade" in result.output and "pw-hidden" not in result.output
+    assert uvicorn_calls == []
+
+
+def test_serve_starts_on_an_upgraded_shared_database_without_migrating_it(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, uvicorn_calls: list[dict[str, object]]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://trader@db.internal/tradeos")
+    _fake_revision(monkeypatch, db_migrations.head_revision())
+    monkeypatch.setattr(db_migrations, "upgrade", lambda *a, **k: pytest.fail("must not migrate"))
+    result = run("serve", "--host", "0.0.0.0", "--port", "9001", "--workers", "3")
+    assert result.exit_code == 0, result.output
+    [call] = uvicorn_calls
+    assert call["target"] == "tradeos.app:app_factory" and call["factory"] is True
+    assert (call["host"], call["port"], call["workers"], call["reload"]) == (
+        "0.0.0.0",
+        9001,
+        3,
+        False,
+    )
+    # Several workers share metrics through files in a fresh directory.
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert metrics_dir == cli_env / "prometheus" and metrics_dir.is_dir()
+
+
+def test_serve_reload_and_workers_do_not_combine(
+    cli_env: Path, uvicorn_calls: list[dict[str, object]]
+) -> None:
+    result = run("serve", "--reload", "--workers", "2")
+    assert result.exit_code == 2 and "cannot be combined" in result.output
+    assert uvicorn_calls == []
+
+
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "70000"], ["--workers", "0"]])
+def test_serve_rejects_bad_flags(
+    cli_env: Path, uvicorn_calls: list[dict[str, object]], args: list[str]
+) -> None:
+    assert run("serve", *args).exit_code == 2
+    assert uvicorn_calls == []

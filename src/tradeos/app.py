@@ -38,9 +38,7 @@ def _api_router() -> APIRouter:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    app.state.database = Database(
-        settings.sqlalchemy_url, pool_size=settings.database_pool_size, echo=settings.debug
-    )
+    app.state.database = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
     app.state.redis = make_redis(settings.redis_url) if settings.redis_url else None
     logger.info(
         "startup",
@@ -61,7 +59,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     if configure_logs:
-        configure_logging(settings.log_level, json=settings.is_production)
+        configure_logging(settings.log_level, json=settings.is_production, sql=settings.debug)
     app = FastAPI(
         title="TradeOS",
         version=__version__,

@@ -52,7 +52,7 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from None
     except OSError as error:
         _fail(f"TradeOS cannot start: DATA_DIR is not usable: {error}")
-    configure_logging(settings.log_level, json=settings.is_production)
+    configure_logging(settings.log_level, json=settings.is_production, sql=settings.debug)
     return settings
 
 

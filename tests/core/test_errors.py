@@ -123,7 +123,10 @@ async def test_a_body_that_is_not_json_is_a_415_problem(
             json={"symbol": "BTC-USD", "quantity": 1},
             headers={"content-type": "application/json; charset=utf-8"},
         )
+        unlabelled = await client.post("/t/orders", content=b'{"symbol": "BTC-USD", "quantity": 1}')
     assert "application/json" in assert_problem(response, 415)["detail"]
+    assert "text/plain" in response.json()["detail"]
+    assert "Content-Type" in assert_problem(unlabelled, 415)["detail"]
     assert ok.status_code == 200
 
 

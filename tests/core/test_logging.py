@@ -9,6 +9,7 @@ import logging
 import pytest
 import structlog
 from fastapi import FastAPI, Request
+from sqlalchemy import text
 
 from tests.conftest import CapturedLogs, serve_app
 from tradeos.app import create_app
@@ -167,3 +168,20 @@ def test_log_level_filters(captured_logs: CapturedLogs) -> None:
     log.info("too_quiet")
     log.warning("loud_enough")
     assert [line["event"] for line in captured_logs.lines()] == ["loud_enough"]
+
+
+async def test_debug_logs_sql_through_the_redacting_handler(
+    database, captured_logs: CapturedLogs
+) -> None:  # type: ignore[no-untyped-def]
+    configure_logging("INFO", json=True, sql=True, stream=captured_logs.stream)
+    async with database.engine.connect() as connection:
+        await connection.execute(text("SELECT :note AS note"), {"note": f"Bearer {JWT}"})
+    configure_logging("INFO", json=True, sql=False, stream=captured_logs.stream)
+    async with database.engine.connect() as connection:
+        await connection.execute(text("SELECT 'quiet' AS after_debug"))
+    sql_lines = [
+        line for line in captured_logs.lines() if line["logger"].startswith("sqlalchemy.engine")
+    ]
+    assert any("SELECT" in line["event"] and "AS note" in line["event"] for line in sql_lines)
+    assert not any("after_debug" in line["event"] for line in sql_lines)
+    assert JWT not in captured_logs.text

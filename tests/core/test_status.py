@@ -206,4 +206,4 @@ def test_production_logs_json_lines(
     create_app(
         settings_factory(environment=environment, jwt_secret_key=strong, log_level="warning")
     )
-    assert calls == [{"level": "WARNING", "json": json_lines}]
+    assert calls == [{"level": "WARNING", "json": json_lines, "sql": False}]

@@ -205,15 +205,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for `url` with the settings each backend needs."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo)
+        engine = create_async_engine(url)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         url,
-        echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -224,8 +223,8 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 class Database:
     """The engine and session factory of one running application."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
-        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.engine = create_engine(url, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     @property

@@ -69,9 +69,13 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
 
 
 def configure_logging(
-    level: str = "INFO", *, json: bool = False, stream: IO[str] | None = None
+    level: str = "INFO", *, json: bool = False, sql: bool = False, stream: IO[str] | None = None
 ) -> None:
-    """Route structlog and the stdlib loggers (uvicorn, sqlalchemy, alembic) through one handler."""
+    """Route structlog and the stdlib loggers (uvicorn, sqlalchemy, alembic) through one handler.
+
+    `sql=True` logs every SQL statement through that handler (so redaction applies), rather than
+    SQLAlchemy's `echo`, which prints past it.
+    """
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -115,7 +119,7 @@ def configure_logging(
         library_logger.propagate = True
     # One access line per request comes from RequestContextMiddleware, not from uvicorn.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("sqlalchemy.engine").setLevel("WARNING")
+    logging.getLogger("sqlalchemy.engine").setLevel("INFO" if sql else "WARNING")
 
 
 def _accepted_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -26,6 +26,11 @@ def is_json_media_type(content_type: str) -> bool:
     )
 
 
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "").strip()
+    return length not in ("", "0") or "transfer-encoding" in request.headers
+
+
 class JSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -37,10 +42,12 @@ class JSONRoute(APIRoute):
 
         async def json_only_handler(request: Request) -> Response:
             content_type = request.headers.get("content-type")
-            if content_type and not is_json_media_type(content_type):
-                raise UnsupportedMediaType(
-                    f"Send the body as application/json, not {content_type.split(';')[0]}."
-                )
+            if content_type is None:
+                if _has_body(request):
+                    raise UnsupportedMediaType("Send the body with Content-Type: application/json.")
+            elif not is_json_media_type(content_type):
+                media_type = content_type.split(";")[0].strip()
+                raise UnsupportedMediaType(f"Send the body as application/json, not {media_type}.")
             return await handler(request)
 
         return json_only_handler
