@@ -1,24 +1,41 @@
-"""CI helper: are PostgreSQL and Redis answering, and a throw-away database to test on.
+"""CI helper: PostgreSQL and Redis for the second test run.
 
-python .ci/services.py probe            exit 0 when both answer
-python .ci/services.py create NAME      create database NAME (dropping an old one)
-python .ci/services.py drop NAME        drop database NAME and empty the test Redis db
+    python .ci/services.py probe          exit 0: both listen (use them); exit 3: not here (skip)
+    python .ci/services.py create NAME    create database NAME (dropping an old one), empty Redis
+    python .ci/services.py drop NAME      drop database NAME, empty Redis
+
+A service that listens but then fails (bad credentials, no such database) fails CI rather than
+quietly skipping the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 
-PG_ADMIN_URL = os.environ.get("CI_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The maintenance database every PostgreSQL server has; trust auth on CI.
+PG_ADMIN_URL = os.environ.get(
+    "CI_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# A Redis database number of its own, emptied before and after the run.
 REDIS_URL = os.environ.get("CI_REDIS_URL", "redis://127.0.0.1:6379/15")
+NOT_HERE = 3
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 async def _postgres(*statements: str) -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
+    connection = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
     try:
         for statement in statements:
             await connection.execute(statement)
@@ -29,7 +46,7 @@ async def _postgres(*statements: str) -> None:
 async def _redis(command: str) -> None:
     from redis.asyncio import Redis
 
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     try:
         await client.execute_command(command)
     finally:
@@ -38,20 +55,22 @@ async def _redis(command: str) -> None:
 
 async def main(action: str, name: str | None) -> int:
     if action == "probe":
-        try:
-            await _postgres("SELECT 1")
-            await _redis("PING")
-        except Exception as exc:  # any failure means: not available here
-            print(f"PostgreSQL/Redis not available ({type(exc).__name__}): skipping that run")
-            return 1
+        if not (_listening("127.0.0.1", 5432) and _listening("127.0.0.1", 6379)):
+            print("PostgreSQL and Redis are not both listening on 127.0.0.1: skipping that run")
+            return NOT_HERE
+        await _postgres("SELECT 1")  # listening but unusable: this raises, and CI fails
+        await _redis("PING")
         return 0
-    assert name and name.isidentifier(), "database name must be a plain identifier"
+    if not (name and name.isidentifier()):
+        raise SystemExit("a database name must be a plain identifier")
     if action == "create":
         await _postgres(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
         await _redis("FLUSHDB")
     elif action == "drop":
         await _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await _redis("FLUSHDB")
+    else:
+        raise SystemExit(f"unknown action {action!r}")
     return 0
 
 

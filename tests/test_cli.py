@@ -15,12 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select, text
 from typer.testing import CliRunner, Result
 
 from tradeos import __version__
 from tradeos import migrations as db_migrations
 from tradeos.accounts import service as accounts
+from tradeos.accounts.models import User
 from tradeos.cli import app
 from tradeos.config import get_settings
 from tradeos.core.db import Database
@@ -58,6 +59,18 @@ def _tables(data_dir: Path) -> set[str]:
         return names - {"alembic_version"}
 
     return asyncio.run(read())
+
+
+def _user_count(data_dir: Path) -> int:
+    async def count() -> int:
+        database = Database(_database_url(data_dir))
+        try:
+            async with database.session() as session:
+                return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(count())
 
 
 def _check_password(data_dir: Path, login: str, password: str) -> bool:
@@ -105,6 +118,35 @@ def test_db_upgrade_current_downgrade(cli_env: Path) -> None:
 
     assert run("db", "upgrade").exit_code == 0
     assert _tables(cli_env) == {"users"}
+
+
+def test_relative_revisions_and_unknown_ones(cli_env: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    back = run("db", "downgrade", "-1")
+    assert back.exit_code == 0, back.output
+    assert _tables(cli_env) == set()
+    unknown = run("db", "upgrade", "nonsense")
+    assert unknown.exit_code == 2
+    assert "Can't locate revision" in unknown.output and "Traceback" not in unknown.output
+    too_far = run("db", "upgrade", "+5")
+    assert too_far.exit_code == 2 and "Traceback" not in too_far.output
+
+
+def test_serve_on_a_database_from_a_newer_version_is_one_clear_line(cli_env: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+
+    async def stamp_future() -> None:
+        database = Database(_database_url(cli_env))
+        try:
+            async with database.session() as session:
+                await session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        finally:
+            await database.dispose()
+
+    asyncio.run(stamp_future())
+    result = run("serve")
+    assert result.exit_code == 2
+    assert "Can't locate revision identified by '9999'" in result.output
 
 
 def _seeded_passwords(output: str) -> dict[str, str]:
@@ -169,8 +211,13 @@ def test_reset_asks_before_destroying(cli_env: Path) -> None:
     accepted = run("db", "reset", input="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert _tables(cli_env) == {"users"}
-    assert "Seeded" in run("db", "seed").output  # empty again: seeding creates both afresh
-    assert "exists" not in run("db", "reset", "--yes").output
+    assert _user_count(cli_env) == 0
+    reseeded = run("db", "seed")  # empty again: both users are created afresh
+    assert set(_seeded_passwords(reseeded.output).values()).isdisjoint({"exists, left unchanged"})
+    assert _user_count(cli_env) == 2
+
+    assert run("db", "reset", "--yes").exit_code == 0
+    assert _user_count(cli_env) == 0
 
 
 def test_reset_without_a_terminal_does_not_destroy(cli_env: Path) -> None:
@@ -282,7 +329,9 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     monkeypatch.setattr(
         uvicorn, "run", lambda target, **options: calls.append({"target": target, **options})
     )
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # `serve --workers N` sets this in os.environ; setenv first so monkeypatch restores it.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     return calls
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tradeos.config import JWT_SECRET_FILE, Settings, settings_error_lines
+from tradeos.config import JWT_SECRET_FILE, Settings, load_or_create_secret, settings_error_lines
 
 REPO = Path(__file__).resolve().parents[1]
 STRONG_SECRET = "q8Zr2-Vx9LmN4pT7wYb1Kc6HdJ3sFg0A"
@@ -89,6 +91,9 @@ def test_safe_database_url_hides_the_password() -> None:
         ({"cors_origins": "ftp://x"}, "CORS_ORIGINS", "origin"),
         ({"debug": "maybe"}, "DEBUG", "boolean"),
         ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "greater than"),
+        ({"database_url": "postgresql://u@db:xx/trading"}, "DATABASE_URL", "not a database URL"),
+        ({"database_url": "postgresql://u@db:99999/trading"}, "DATABASE_URL", "port"),
+        ({"redis_url": "redis://:pw@cache:xx/0"}, "REDIS_URL", "port"),
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(
@@ -101,6 +106,28 @@ def test_a_bad_value_names_its_variable_in_one_line(
     assert "\n" not in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("values", "variable", "extra"),
+    [
+        ({"database_url": "postgresql://u@db/trading"}, "DATABASE_URL", "postgres"),
+        ({"redis_url": "redis://cache:6379/0"}, "REDIS_URL", "redis"),
+    ],
+)
+def test_a_missing_driver_is_named_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, values: dict[str, object], variable: str, extra: str
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    missing = {"postgres": "asyncpg", "redis": "redis"}[extra]
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == missing else real_find_spec(name, *a),
+    )
+    [line] = error_lines(**values)
+    assert line.startswith(f"Invalid setting {variable}:")
+    assert f"pip install 'tradeos[{extra}]'" in line
+
+
 def test_development_generates_the_jwt_secret_once_and_keeps_it(tmp_path: Path) -> None:
     first = load(data_dir=tmp_path)
     second = load(data_dir=tmp_path)
@@ -110,6 +137,25 @@ def test_development_generates_the_jwt_secret_once_and_keeps_it(tmp_path: Path) 
     secret_file = tmp_path / JWT_SECRET_FILE
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert load(data_dir=tmp_path / "other").jwt_secret_key != first.jwt_secret_key
+
+
+@pytest.mark.parametrize("damaged", ["", "   \n", "short"])
+def test_a_damaged_secret_file_is_replaced(tmp_path: Path, damaged: str) -> None:
+    (tmp_path / JWT_SECRET_FILE).write_text(damaged)
+    settings = load(data_dir=tmp_path)
+    assert settings.jwt_secret_key is not None
+    secret = settings.jwt_secret_key.get_secret_value()
+    assert len(secret) >= 32
+    assert (tmp_path / JWT_SECRET_FILE).read_text() == secret
+    assert [p.name for p in tmp_path.iterdir()] == [JWT_SECRET_FILE]  # no drafts left behind
+
+
+def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        secrets = set(
+            pool.map(lambda _: load_or_create_secret(tmp_path / JWT_SECRET_FILE), range(32))
+        )
+    assert len(secrets) == 1 and len(secrets.pop()) >= 32
 
 
 def test_a_given_jwt_secret_is_used_and_never_shown(tmp_path: Path) -> None:

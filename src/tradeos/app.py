@@ -8,7 +8,6 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 
 from tradeos import __version__
@@ -17,7 +16,12 @@ from tradeos.core.db import Database
 from tradeos.core.errors import install_error_handlers
 from tradeos.core.logging import RequestContextMiddleware, configure_logging
 from tradeos.core.metrics import install_metrics
-from tradeos.core.middleware import BodyLimitMiddleware
+from tradeos.core.middleware import (
+    BodyLimitMiddleware,
+    ErrorBoundaryMiddleware,
+    HeadAsGetMiddleware,
+    ProblemCORSMiddleware,
+)
 from tradeos.core.redis import make_redis
 from tradeos.core.routing import APIRouter, JSONRoute
 from tradeos.core.status import api_root, probes
@@ -76,23 +80,30 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     app.include_router(probes)
     app.include_router(_api_router())
-    install_metrics(app)
+    _install_middleware(app, settings)
+    return app
 
-    # Added innermost first: the request-context middleware is outermost, so its correlation
-    # id and access line cover everything, CORS and GZip included.
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    # Each add wraps everything added before it, so this reads innermost first. The outcome,
+    # outermost first: request context -> error boundary -> CORS -> GZip -> metrics ->
+    # body limit -> HEAD -> error boundary -> routing (see core/middleware.py).
+    app.add_middleware(ErrorBoundaryMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    install_metrics(app)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials="*" not in settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(RequestContextMiddleware)
-    return app
 
 
 def app_factory() -> Any:

@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 
 import structlog
 import typer
+from alembic.util import CommandError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -58,9 +59,12 @@ def load_settings() -> Settings:
 
 @contextmanager
 def _database_errors(settings: Settings) -> Iterator[None]:
-    """A database that cannot be reached is one clear line, not a driver traceback."""
+    """A database that cannot be reached, or a revision Alembic does not know, is one clear
+    line, not a driver traceback."""
     try:
         yield
+    except CommandError as error:
+        _fail(f"TradeOS cannot migrate {settings.safe_database_url}: {error}")
     except (DBAPIError, OSError) as error:
         reason = redact_text(str(getattr(error, "orig", None) or error).splitlines()[0])
         _fail(f"TradeOS cannot use the database at {settings.safe_database_url}: {reason}")
@@ -151,7 +155,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     console.print(f"Database at {revision} ({settings.safe_database_url}).")
 
 
-@db_app.command("downgrade")
+# ignore_unknown_options: relative revisions such as -1 look like options to the parser.
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
 ) -> None:

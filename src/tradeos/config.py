@@ -7,11 +7,14 @@ Every field here is listed with its default and meaning in `.env.example` and in
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -34,6 +37,7 @@ MIN_SECRET_LENGTH = 32
 # Placeholders people copy from examples; production refuses them whatever their length.
 _KNOWN_PLACEHOLDERS = ("change", "secret", "example", "default", "password", "tradeos")
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 _SQLITE_DRIVER = "sqlite+aiosqlite"
 _POSTGRES_DRIVER = "postgresql+asyncpg"
 
@@ -89,13 +93,23 @@ class Settings(BaseSettings):
     def _normalize_database_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return normalize_database_url(value)
+        url = normalize_database_url(value)
+        if url.startswith(_POSTGRES_DRIVER):
+            _require_module("asyncpg", "the PostgreSQL driver", "postgres")
+        return url
 
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        if value is None:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            urlsplit(value).port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        _require_module("redis", "the Redis client", "redis")
         return value
 
     @field_validator("jwt_secret_key")
@@ -118,6 +132,13 @@ class Settings(BaseSettings):
             # Development and tests: a random secret, generated once and kept in DATA_DIR.
             self.jwt_secret_key = SecretStr(load_or_create_secret(self.data_dir / JWT_SECRET_FILE))
         return self
+
+    def __repr_args__(self) -> Any:
+        # URLs may carry passwords: repr() (and so any log line of this object) masks them.
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                value = mask_url_password(value)
+            yield name, value
 
     # -- what the rest of the code asks of the settings ------------------------------------
 
@@ -164,14 +185,26 @@ class Settings(BaseSettings):
         return Path(url.database)
 
 
+def _require_module(module: str, what: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs {what}, which is not installed: pip install 'tradeos[{extra}]'")
+
+
+def mask_url_password(url: str) -> str:
+    """`redis://:secret@host/0` -> `redis://:***@host/0`."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
 def normalize_database_url(value: str) -> str:
     """Accept the URL forms people paste (postgres://, sqlite:///) and pick the async driver."""
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ValueError(
             "is not a database URL (expected sqlite:///path or postgresql://user@host/db)"
         ) from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError("has a port that is not a number from 1 to 65535")
     backend = url.get_backend_name()
     if backend == "sqlite":
         return url.set(drivername=_SQLITE_DRIVER).render_as_string(hide_password=False)
@@ -194,19 +227,39 @@ def weak_secret_reason(secret: SecretStr | None) -> str | None:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """Read the development secret kept in DATA_DIR, creating it once (readable by owner only)."""
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
+    """The development secret kept in DATA_DIR: created once, readable by its owner only.
+
+    The file appears complete or not at all (written aside, then linked into place), so a
+    process starting alongside never reads a half-written secret; a damaged one (empty, too
+    short) is replaced.
+    """
+    existing = _read_secret(path)
+    if existing is not None:
+        return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    try:
-        # O_EXCL: when several processes start at once, exactly one writes the secret.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secret)
+        handle.write(secrets.token_urlsafe(48))
+    try:
+        os.link(draft, path)  # fails if the file exists: published by another process, or damaged
+    except FileExistsError:
+        if _read_secret(path) is None:
+            os.replace(draft, path)  # damaged: replace it
+    finally:
+        draft.unlink(missing_ok=True)
+    secret = _read_secret(path)
+    if secret is None:
+        raise ValueError(f"cannot keep a development secret in {path}")
     return secret
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return value if len(value) >= MIN_SECRET_LENGTH else None
 
 
 def settings_error_lines(error: ValidationError) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,6 +24,7 @@ from tradeos.core.db import (
     Money,
     Quantity,
     UTCDateTime,
+    order_key,
     strip_trailing_zeros,
     to_exact_decimal,
 )
@@ -80,6 +82,23 @@ async def test_decimals_come_back_exactly(scratch: Database, column: str, value:
     assert (
         format(stored, "f").rstrip("0").rstrip(".") == value.rstrip("0").rstrip(".") or value == "0"
     )
+
+
+async def test_negative_zero_is_zero(scratch: Database) -> None:
+    stored = await _round_trip(scratch, "amount", Decimal("-0.00"))
+    assert str(stored) == "0"
+
+
+async def test_exact_columns_order_numerically(scratch: Database) -> None:
+    values = ["10", "9", "-5", "0.5", "-20", "100.25", "0.000000000000000001", "-0.1"]
+    async with scratch.engine.begin() as connection:
+        await connection.execute(insert(ledger), [{"amount": Decimal(v)} for v in values])
+    async with scratch.engine.connect() as connection:
+        ascending = (
+            await connection.execute(select(ledger.c.amount).order_by(order_key(ledger.c.amount)))
+        ).scalars()
+        ordered = list(ascending)
+    assert ordered == sorted(Decimal(v) for v in values)
 
 
 async def test_a_float_is_refused(scratch: Database) -> None:
@@ -200,6 +219,17 @@ def _unit_of_work_app(settings: Settings) -> FastAPI:
         await session.flush()
         raise RuntimeError("boom")
 
+    @app.post("/t/users/{username}/after-reading")
+    async def add_after_reading(username: str, session: SessionDep) -> dict[str, int]:
+        # Read, yield to other requests, then write: the shape of most use cases.
+        seen = len((await session.scalars(select(User.id))).all())
+        await asyncio.sleep(0.01)
+        session.add(
+            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
+        )
+        await session.flush()
+        return {"seen": seen}
+
     return app
 
 
@@ -235,6 +265,21 @@ async def test_a_commit_that_fails_is_an_error_response_not_a_success(
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
     assert await _usernames(database) == ["carol"]
+
+
+async def test_concurrent_read_then_write_requests_all_succeed(
+    settings: Settings, database: Database
+) -> None:
+    names = [f"racer{n}" for n in range(12)]
+    async with serve_app(_unit_of_work_app(settings)) as client:
+        responses = await asyncio.gather(
+            *(client.post(f"/t/users/{name}/after-reading") for name in names)
+        )
+    assert [response.status_code for response in responses] == [200] * len(names)
+    assert await _usernames(database) == sorted(names)
+    # Each request saw a consistent snapshot: every count from 0 to 11 exactly once on SQLite
+    # (transactions queue); on PostgreSQL counts may repeat (they run side by side).
+    assert all(0 <= response.json()["seen"] < len(names) for response in responses)
 
 
 async def test_database_ping_reports_latency(database: Database) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import CapturedLogs, serve_app
+from tradeos.accounts.models import User
 from tradeos.app import create_app
 from tradeos.config import Settings
 from tradeos.core import errors
+from tradeos.core.deps import SessionDep
 
 PROBLEM = "application/problem+json"
 ERROR_CLASSES = [
@@ -50,6 +53,15 @@ def _app(settings: Settings) -> FastAPI:
     @app.get("/t/crash")
     async def crash() -> None:
         raise RuntimeError("internal detail: secret table trades_v2 at /srv/app.py")
+
+    @app.post("/t/users/nameless")
+    async def break_not_null(session: SessionDep) -> None:
+        session.add(User(email="x@example.com", username=None, password_hash="x"))  # type: ignore[arg-type]
+        await session.flush()
+
+    @app.get("/t/database-busy")
+    async def database_busy() -> None:
+        raise OperationalError("UPDATE accounts ...", {}, Exception("database is locked"))
 
     return app
 
@@ -150,6 +162,38 @@ async def test_a_body_over_the_limit_is_a_413_problem(settings_factory, database
     assert "content-length" not in {name.lower() for name in streamed.request.headers}
     assert_problem(streamed, 413)
     assert fits.status_code == 200
+
+
+async def test_a_bug_that_breaks_a_constraint_is_a_500_not_a_conflict(
+    settings: Settings, database: object, captured_logs: CapturedLogs
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.post("/t/users/nameless")
+    assert_problem(response, 500)
+    [logged] = captured_logs.events("unhandled_error")
+    assert "IntegrityError" in logged["exception"]
+
+
+async def test_a_busy_or_unreachable_database_is_a_503_to_retry(
+    settings: Settings, database: object
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get("/t/database-busy")
+    assert_problem(response, 503)
+    assert response.headers["retry-after"] == "2"
+    assert "UPDATE accounts" not in response.text
+
+
+@pytest.mark.parametrize("content_type", [";;;==", "text/plain", "application/xml; charset=utf-8"])
+async def test_415_names_what_was_sent(
+    settings: Settings, database: object, content_type: str
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.post(
+            "/t/orders", content=b"x", headers={"content-type": content_type}
+        )
+    detail = assert_problem(response, 415)["detail"]
+    assert "not ." not in detail and detail.startswith("Send the body as application/json")
 
 
 async def test_an_unhandled_exception_is_a_bare_500_and_its_trace_is_logged(

@@ -121,6 +121,46 @@ async def test_secrets_never_reach_a_log_line(
     assert seen["headers"]["cookie"] == "[REDACTED]"
 
 
+def test_secrets_in_any_shape_of_event_are_masked(captured_logs: CapturedLogs) -> None:
+    log.info(
+        "shapes",
+        asgi_headers=[(b"authorization", b"Bearer abc.def.ghi"), (b"cookie", b"session=COOKIE1")],
+        header_pairs=[("x-api-key", "sk_live_KEY3KEY3"), ("accept", "application/json")],
+        password_confirm="pw-confirm-1",
+        new_password2="pw-new-2",
+        pwd="pw-short-3",
+        otp_code="314159",
+        nested={"user": {"credentials": {"password": "pw-nested-4"}}},
+    )
+    text = captured_logs.text
+    for secret in (
+        "abc.def.ghi",
+        "COOKIE1",
+        "KEY3KEY3",
+        "pw-confirm-1",
+        "pw-new-2",
+        "pw-short-3",
+        "314159",
+        "pw-nested-4",
+    ):
+        assert secret not in text, secret
+    [line] = captured_logs.events("shapes")
+    assert ["accept", "application/json"] in line["header_pairs"]  # the harmless stay readable
+
+
+def test_objects_are_logged_as_redacted_text(captured_logs: CapturedLogs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path,
+        database_url="postgresql://trader:db-pw-5@db/tradeos",
+        redis_url="redis://:redis-pw-6@cache:6379/0",
+    )
+    log.info("config_loaded", settings=settings)
+    assert "db-pw-5" not in captured_logs.text and "redis-pw-6" not in captured_logs.text
+    assert "db-pw-5" not in repr(settings) and "redis-pw-6" not in repr(settings)
+    assert "postgresql" in captured_logs.text  # still useful for diagnosis
+
+
 def test_library_log_records_are_redacted_too() -> None:
     stream = io.StringIO()
     configure_logging("INFO", json=True, stream=stream)
@@ -130,7 +170,8 @@ def test_library_log_records_are_redacted_too() -> None:
         configure_logging("WARNING")
     line = json.loads(stream.getvalue())
     assert JWT not in stream.getvalue()
-    assert line["logger"] == "uvicorn.error" and "Bearer [REDACTED]" in line["event"]
+    assert line["logger"] == "uvicorn.error"
+    assert line["event"] == "client sent Authorization: [REDACTED]"
 
 
 @pytest.mark.parametrize(
@@ -140,6 +181,11 @@ def test_library_log_records_are_redacted_too() -> None:
         ("redis://:sup3rs3cret@cache:6379/0", "sup3rs3cret"),
         ("GET /x?token=abc123&x=1", "abc123"),
         (f"key {API_KEY} used", API_KEY),
+        ("Authorization: Token TOK8TOK8TOK8", "TOK8TOK8TOK8"),
+        ("X-Api-Key: sk_live_KEY9KEY9", "KEY9KEY9"),
+        ("upstream said: sk_live_51HxYzAbCdEf", "51HxYzAbCdEf"),
+        ("Cookie: session=COOKIE1; theme=dark", "COOKIE1"),
+        ("stored $argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", "aGFzaA"),
     ],
 )
 def test_secret_looking_text_is_masked(text: str, leaked: str) -> None:

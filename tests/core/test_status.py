@@ -180,6 +180,63 @@ async def test_cors_allows_configured_origins_only(
     assert "access-control-allow-origin" not in other.headers
 
 
+async def test_head_is_answered_wherever_get_is(client) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/health", "/live", "/api/v1/ping", "/openapi.json"):
+        get = await client.get(path)
+        head = await client.head(path)
+        assert head.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+    missing = await client.head("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.content == b""
+    assert "head" not in str((await client.get("/openapi.json")).json()["paths"]).lower()
+
+
+async def test_a_refused_preflight_is_a_problem(
+    settings_factory: Callable[..., Settings], database: object
+) -> None:
+    settings = settings_factory(cors_origins="https://app.example.com")
+    async with serve_app(create_app(settings, configure_logs=False)) as client:
+        refused = await client.options(
+            "/api/v1/ping",
+            headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "GET"},
+        )
+    assert refused.status_code == 400
+    assert refused.headers["content-type"] == PROBLEM
+    assert "Disallowed CORS origin" in refused.json()["detail"]
+
+
+def _failing_app(settings: Settings) -> FastAPI:
+    app = create_app(settings, configure_logs=False)
+
+    @app.get("/api/v1/t/crash")
+    async def crash() -> None:
+        raise RuntimeError("boom")
+
+    @app.post("/api/v1/t/echo")
+    async def echo(payload: dict[str, str]) -> dict[str, str]:
+        return payload
+
+    return app
+
+
+async def test_errors_carry_cors_headers_and_are_counted(
+    settings_factory: Callable[..., Settings], database: object
+) -> None:
+    settings = settings_factory(cors_origins="https://app.example.com", max_request_body_bytes=1024)
+    origin = {"Origin": "https://app.example.com"}
+    async with serve_app(_failing_app(settings)) as client:
+        crashed = await client.get("/api/v1/t/crash", headers=origin)
+        too_big = await client.post("/api/v1/t/echo", json={"x": "y" * 2000}, headers=origin)
+        metrics = (await client.get("/metrics")).text
+    for response, status in ((crashed, 500), (too_big, 413)):
+        assert response.status_code == status
+        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert _sample(metrics, "http_requests_total", handler="/api/v1/t/crash", status="500") == 1
+    assert _sample(metrics, "http_requests_total", handler="/api/v1/t/echo", status="413") == 1
+
+
 async def test_large_responses_are_gzipped_small_ones_not(client) -> None:  # type: ignore[no-untyped-def]
     large = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
     small = await client.get("/api/v1/ping", headers={"Accept-Encoding": "gzip"})

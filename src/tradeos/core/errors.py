@@ -16,7 +16,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -220,18 +220,47 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, detail=detail, headers=exc.headers)
 
 
+# SQLSTATE classes (PostgreSQL) and messages (SQLite) of a clash with stored data.
+_CONFLICT_SQLSTATES = {"23505": "duplicate", "23503": "missing or still referenced"}
+_CONFLICT_SQLITE_MESSAGES = {
+    "UNIQUE constraint failed": "duplicate",
+    "FOREIGN KEY": "missing or still referenced",
+}
+
+
+def _conflict_kind(exc: IntegrityError) -> str | None:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if sqlstate in _CONFLICT_SQLSTATES:
+        return _CONFLICT_SQLSTATES[sqlstate]
+    message = str(exc.orig)
+    return next((kind for text, kind in _CONFLICT_SQLITE_MESSAGES.items() if text in message), None)
+
+
 async def _integrity_error(_request: Request, exc: Exception) -> Response:
-    # The safety net under services, which should raise Conflict with a precise message: a
-    # unique or foreign-key violation is the client's conflict with stored data, not our crash.
-    logger.warning("integrity_error", error=type(exc).__name__)
+    # The safety net under services, which should raise Conflict with a precise message. Only
+    # a unique or foreign-key clash is the client's conflict; NOT NULL or CHECK violations are
+    # our bugs, so they go on to the error boundary as a 500 with a logged trace.
+    assert isinstance(exc, IntegrityError)
+    kind = _conflict_kind(exc)
+    if kind is None:
+        raise exc
+    logger.info("integrity_conflict", kind=kind)
+    return problem_response(409, detail=f"The change conflicts with stored data ({kind} record).")
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> Response:
+    # Locked (SQLite busy past its timeout), unreachable or restarting: try again shortly.
+    logger.error("database_unavailable", exc_info=exc)
     return problem_response(
-        409,
-        detail="The change conflicts with stored data (a duplicate or a missing reference).",
+        503,
+        detail="The database is busy or unreachable; try again shortly.",
+        headers={"Retry-After": "2"},
     )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TradeOSError, _tradeos_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -13,7 +13,11 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
 from typing import IO, Any
+from uuid import UUID
 
 import structlog
 from prometheus_fastapi_instrumentator.routing import get_route_name
@@ -21,28 +25,41 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from tradeos.core.errors import problem_response
-
 REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-# Keys whose values are secret whatever they hold.
+# Keys whose values are secret whatever they hold (matched anywhere in the key, any case):
+# password_confirm, new_password2, pwd, otp_code, refresh_token, x-api-key, set-cookie...
 _SECRET_KEY_PATTERN = re.compile(
-    r"pass(word|wd|phrase)?$|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key|signature",
+    r"pass(word|wd|phrase|code)?|pwd|(^|[_-])otp|secret|token|api[-_]?key|apikey|authorization"
+    r"|cookie|credential|private[-_]?key|signature",
     re.IGNORECASE,
 )
-# Secrets that turn up inside free text: bearer tokens, TradeOS API keys, JWTs, URL passwords.
+# Secrets that turn up inside free text. Masking a harmless word now and then is the price.
 _SECRET_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    # Header lines: "Authorization: Token x", "X-Api-Key: x", "Cookie: a=b; c=d"
+    (
+        re.compile(
+            r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|cookie|set-cookie)(\s*[:=]\s*)"
+            r"[^\n\"',}]+"
+        ),
+        r"\1\2" + REDACTED,
+    ),
+    (re.compile(r"(?i)\b(bearer|basic|token|digest)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
     (re.compile(r"\btrd_[A-Za-z0-9_-]+"), "trd_" + REDACTED),
+    (re.compile(r"\b((?:sk|rk|pk|whsec)_(?:live|test)?_?)[A-Za-z0-9]{6,}"), r"\1" + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"\$argon2[a-z]*\$[A-Za-z0-9$=,+/.-]+"), REDACTED),  # password hashes
     (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     (
-        re.compile(r"(?i)\b(password|passwd|secret|token|api[-_]?key)=([^&\s\"']+)"),
+        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[-_]?key)=([^&\s\"']+)"),
         r"\1=" + REDACTED,
     ),
 )
+
+# Values logged as they are; anything else is logged as its redacted text.
+_PLAIN_TYPES = (int, float, bool, Decimal, datetime, date, UUID, Enum)
 
 
 def redact_text(text: str) -> str:
@@ -51,16 +68,35 @@ def redact_text(text: str) -> str:
     return text
 
 
-def _redact_value(key: str | None, value: Any) -> Any:
-    if key is not None and _SECRET_KEY_PATTERN.search(key) and value is not None:
+def _is_secret_key(key: object) -> bool:
+    if isinstance(key, bytes):
+        key = key.decode("latin-1")
+    return isinstance(key, str) and bool(_SECRET_KEY_PATTERN.search(key))
+
+
+def _redact_value(key: object, value: Any) -> Any:
+    if value is None or isinstance(value, _PLAIN_TYPES):
+        return value
+    if key is not None and _is_secret_key(key):
         return REDACTED
+    if isinstance(value, bytes):
+        return redact_text(value.decode("latin-1"))
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {k: _redact_value(str(k), v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(None, item) for item in value]
-    return value
+        return {str(k): _redact_value(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_pair(item) for item in value]
+    # Objects (settings, models, exceptions) are logged as text, so their reprs are redacted too.
+    return redact_text(str(value))
+
+
+def _redact_pair(item: Any) -> Any:
+    # (name, value) pairs such as ASGI headers: the name says whether the value is secret.
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str | bytes):
+        name = item[0].decode("latin-1") if isinstance(item[0], bytes) else item[0]
+        return [name, _redact_value(name, item[1])]
+    return _redact_value(None, item)
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -138,11 +174,10 @@ def _route_template(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Correlation id, one access line per request, and the last line of defence for errors.
+    """Correlation id and one access line per request; the outermost middleware.
 
     The id comes from a well-formed `X-Request-ID` or is generated; it is echoed in the
-    response header and bound to every log line of the request. An exception no handler took
-    is logged with its trace and answered with a bare 500 problem: no trace reaches a client.
+    response header and bound to every log line written while the request is served.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -156,35 +191,26 @@ class RequestContextMiddleware:
         request_id = _accepted_request_id(scope.get("headers", [])) or uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_request_id)
-            except Exception:
-                self.logger.exception(
-                    "unhandled_error", method=scope.get("method"), path=scope.get("path")
-                )
-                if scope["type"] == "http" and not response_started:
-                    await problem_response(
-                        500, detail="An unexpected error occurred; it has been logged."
-                    )(scope, receive, send_with_request_id)
             finally:
                 if scope["type"] == "http":
                     self._log_access(scope, status, started)
 
     def _log_access(self, scope: Scope, status: int, started: float) -> None:
         state = scope.get("state") or {}
-        user_id = state.get("user_id")
         self.logger.info(
             "request",
             method=scope.get("method"),
@@ -192,6 +218,6 @@ class RequestContextMiddleware:
             route=_route_template(scope),
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            user_id=user_id,
+            user_id=state.get("user_id"),
             client=(scope.get("client") or (None,))[0],
         )

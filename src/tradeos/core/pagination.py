@@ -24,6 +24,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from tradeos.core.db import order_key
 from tradeos.core.errors import ValidationFailed
 
 T = TypeVar("T")
@@ -114,9 +115,10 @@ class Sorting:
                 ],
             )
         column = self.fields[name]
-        clauses = [column.desc() if descending else column.asc()]
+        keys = [order_key(column)]
         if self.tie_breaker is not None and self.tie_breaker is not column:
-            clauses.append(self.tie_breaker.desc() if descending else self.tie_breaker.asc())
+            keys.append(order_key(self.tie_breaker))
+        clauses = [key.desc() if descending else key.asc() for key in keys]
         return Ordering(field=name, descending=descending, clauses=tuple(clauses))
 
     def __call__(

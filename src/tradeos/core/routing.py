@@ -46,7 +46,7 @@ class JSONRoute(APIRoute):
                 if _has_body(request):
                     raise UnsupportedMediaType("Send the body with Content-Type: application/json.")
             elif not is_json_media_type(content_type):
-                media_type = content_type.split(";")[0].strip()
+                media_type = content_type.split(";")[0].strip() or "an empty media type"
                 raise UnsupportedMediaType(f"Send the body as application/json, not {media_type}.")
             return await handler(request)
 
