@@ -87,19 +87,25 @@ def _check_password(data_dir: Path, login: str, password: str) -> bool:
     return asyncio.run(check())
 
 
+def tradeos_process(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m tradeos ARGS` as a user would, with these environment variables added."""
+    return subprocess.run(
+        [sys.executable, "-m", "tradeos", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=cwd,
+        check=False,
+    )
+
+
 def test_version() -> None:
     result = run("version")
     assert result.exit_code == 0 and result.output.strip() == f"TradeOS {__version__}"
 
 
 def test_python_dash_m_runs_the_same_cli(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "tradeos", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    completed = tradeos_process(tmp_path, "--help")
     assert completed.returncode == 0
     for command in ("serve", "db", "version"):
         assert command in completed.stdout
@@ -228,15 +234,7 @@ def test_reset_without_a_terminal_does_not_destroy(cli_env: Path) -> None:
 
 
 def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path) -> None:
-    env = {**os.environ, "ENVIRONMENT": "staging", "DATA_DIR": str(tmp_path)}
-    completed = subprocess.run(
-        [sys.executable, "-m", "tradeos", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    completed = tradeos_process(tmp_path, "serve", ENVIRONMENT="staging", DATA_DIR=str(tmp_path))
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -245,33 +243,19 @@ def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path) -> Non
 
 
 def test_production_without_a_secret_refuses_to_start(tmp_path: Path) -> None:
-    env = {**os.environ, "ENVIRONMENT": "production", "DATA_DIR": str(tmp_path)}
-    env.pop("JWT_SECRET_KEY", None)
-    completed = subprocess.run(
-        [sys.executable, "-m", "tradeos", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
+    completed = tradeos_process(
+        tmp_path, "serve", ENVIRONMENT="production", DATA_DIR=str(tmp_path), JWT_SECRET_KEY=""
     )
     assert completed.returncode == 2
     assert "JWT_SECRET_KEY" in completed.stderr and "Traceback" not in completed.stderr
 
 
 def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": "postgresql://u:pw-not-shown@127.0.0.1:1/x",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-m", "tradeos", "db", "upgrade"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
+    completed = tradeos_process(
+        tmp_path,
+        *("db", "upgrade"),
+        DATA_DIR=str(tmp_path),
+        DATABASE_URL="postgresql://u:pw-not-shown@127.0.0.1:1/x",
     )
     assert completed.returncode == 2
     assert "cannot use the database at postgresql+asyncpg://u:***@127.0.0.1:1/x" in completed.stderr

@@ -193,29 +193,27 @@ async def test_savepoints_work(database: Database) -> None:
 # --- one session per request ---------------------------------------------------------------
 
 
+def _new_user(username: str) -> User:
+    return User(email=f"{username}@example.com", username=username, password_hash=password_hash())
+
+
 def _unit_of_work_app(settings: Settings) -> FastAPI:
     app = create_app(settings, configure_logs=False)
 
     @app.post("/t/users/{username}")
     async def add(username: str, session: SessionDep) -> dict[str, str]:
-        session.add(
-            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
-        )
+        session.add(_new_user(username))
         return {"added": username}
 
     @app.post("/t/users/{username}/then-fail")
     async def add_then_fail(username: str, session: SessionDep) -> None:
-        session.add(
-            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
-        )
+        session.add(_new_user(username))
         await session.flush()
         raise Conflict("changed my mind")
 
     @app.post("/t/users/{username}/then-crash")
     async def add_then_crash(username: str, session: SessionDep) -> None:
-        session.add(
-            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
-        )
+        session.add(_new_user(username))
         await session.flush()
         raise RuntimeError("boom")
 
@@ -224,9 +222,7 @@ def _unit_of_work_app(settings: Settings) -> FastAPI:
         # Read, yield to other requests, then write: the shape of most use cases.
         seen = len((await session.scalars(select(User.id))).all())
         await asyncio.sleep(0.01)
-        session.add(
-            User(email=f"{username}@example.com", username=username, password_hash=password_hash())
-        )
+        session.add(_new_user(username))
         await session.flush()
         return {"seen": seen}
 
