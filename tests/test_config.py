@@ -74,6 +74,13 @@ def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
     assert load(database_url=given).database_url == expected
 
 
+def test_cors_origins_are_normalized_to_what_browsers_send() -> None:
+    settings = load(cors_origins="https://app.example.com/, http://localhost:5173")
+    assert settings.cors_origins == ["https://app.example.com", "http://localhost:5173"]
+    [line] = error_lines(cors_origins="https://app.example.com/dashboard")
+    assert line.startswith("Invalid setting CORS_ORIGINS:")
+
+
 def test_safe_database_url_hides_the_password() -> None:
     settings = load(database_url="postgresql://trader:hunter2secret@db/trading")
     assert "hunter2secret" not in settings.safe_database_url

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Column, String, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tradeos import migrations as db_migrations
-from tradeos.core.db import create_engine
-from tradeos.migrations import configure_context
+from tradeos.migrations import check_foreign_keys, configure_context, migration_engine
 from tradeos.models import Base
 
 
@@ -27,7 +27,7 @@ async def empty_database(
     """An empty database on the backend under test: a new SQLite file or PostgreSQL schema."""
     if database_url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        engine = create_engine(url)
+        engine = migration_engine(url)
         yield url, engine
         await engine.dispose()
         return
@@ -118,3 +118,72 @@ def test_there_is_one_head() -> None:
 
     heads = ScriptDirectory.from_config(db_migrations.alembic_config("")).get_heads()
     assert len(heads) == 1
+
+
+async def test_constraints_are_named_by_the_convention(
+    empty_database: tuple[str, AsyncEngine],
+) -> None:
+    url, engine = empty_database
+    await _migrate(engine, url, "up", "head")
+
+    def names(connection: Connection) -> tuple[str | None, set[str]]:
+        inspector = inspect(connection)
+        indexes = set()
+        if connection.dialect.name == "postgresql":  # SQLite cannot reflect expression indexes
+            indexes = {index["name"] for index in inspector.get_indexes("users")}
+        return inspector.get_pk_constraint("users")["name"], indexes
+
+    async with engine.connect() as connection:
+        primary_key, indexes = await connection.run_sync(names)
+    assert primary_key == "pk_users"
+    if engine.dialect.name == "postgresql":
+        assert {"uq_users_email_lower", "uq_users_username_lower"} <= indexes
+
+
+def _parent_and_children(connection: Connection) -> None:
+    connection.exec_driver_sql("CREATE TABLE parents (id INTEGER PRIMARY KEY, name TEXT)")
+    connection.exec_driver_sql(
+        "CREATE TABLE children (id INTEGER PRIMARY KEY,"
+        " parent_id INTEGER REFERENCES parents (id) ON DELETE CASCADE)"
+    )
+    connection.exec_driver_sql("INSERT INTO parents (id, name) VALUES (1, 'p')")
+    connection.exec_driver_sql("INSERT INTO children (id, parent_id) VALUES (1, 1), (2, 1)")
+
+
+def _rebuild_parents(connection: Connection) -> int:
+    # What render_as_batch produces for SQLite: copy the table, drop the old one, rename.
+    operations = Operations(MigrationContext.configure(connection))
+    with operations.batch_alter_table("parents", recreate="always") as batch:
+        batch.add_column(Column("note", String(20)))
+    check_foreign_keys(connection)
+    return int(connection.exec_driver_sql("SELECT count(*) FROM children").scalar_one())
+
+
+async def test_sqlite_batch_migrations_keep_child_rows(tmp_path: Path) -> None:
+    engine = migration_engine(f"sqlite+aiosqlite:///{tmp_path / 'batch.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_parent_and_children)
+        async with engine.begin() as connection:
+            assert await connection.run_sync(_rebuild_parents) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_migration_that_breaks_references_is_refused(tmp_path: Path) -> None:
+    engine = migration_engine(f"sqlite+aiosqlite:///{tmp_path / 'broken.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_parent_and_children)
+
+        async def orphan_the_children() -> None:
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql("DELETE FROM parents")
+                await connection.run_sync(check_foreign_keys)
+
+        with pytest.raises(RuntimeError, match="2 broken references in children"):
+            await orphan_the_children()
+        async with engine.connect() as connection:  # rolled back: the parent is still there
+            assert (await connection.exec_driver_sql("SELECT count(*) FROM parents")).scalar() == 1
+    finally:
+        await engine.dispose()

@@ -86,10 +86,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Each add wraps everything added before it, so this reads innermost first. The outcome,
-    # outermost first: request context -> error boundary -> CORS -> GZip -> metrics ->
-    # body limit -> HEAD -> error boundary -> routing (see core/middleware.py).
+    # outermost first: request context -> error boundary -> HEAD -> CORS -> GZip -> metrics
+    # -> body limit -> error boundary -> routing (see core/middleware.py).
     app.add_middleware(ErrorBoundaryMiddleware)
-    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
     install_metrics(app)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
@@ -102,6 +101,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(RequestContextMiddleware)
 

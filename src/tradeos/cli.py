@@ -248,19 +248,20 @@ def db_seed(
         database = Database(settings.sqlalchemy_url)
         rows = []
         try:
-            async with database.session() as session:
-                for username, email, password, generated, role in seeds:
-                    if await accounts.find_user(session, email) or await accounts.find_user(
+            for username, email, password, generated, role in seeds:
+                async with database.session(write=False) as session:
+                    exists = await accounts.find_user(session, email) or await accounts.find_user(
                         session, username
-                    ):
-                        rows.append((username, email, "exists, left unchanged", False))
-                        continue
+                    )
+                if exists:
+                    rows.append((username, email, "exists, left unchanged", False))
+                    continue
+                # A unit of work of its own: create_user hashes before it takes the write lock.
+                async with database.session() as session:
                     await accounts.create_user(
                         session, email=email, username=username, password=password, role=role
                     )
-                    rows.append(
-                        (username, email, password if generated else "(as given)", generated)
-                    )
+                rows.append((username, email, password if generated else "(as given)", generated))
         finally:
             await database.dispose()
         return rows

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         extra="ignore",
         validate_default=True,
+        # Error messages name the variable and the rule, never the value (it may be a secret).
+        hide_input_in_errors=True,
     )
 
     environment: Environment = "development"
@@ -83,10 +85,23 @@ class Settings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, origins: list[str]) -> list[str]:
+        # A browser sends its origin as scheme://host[:port], nothing more: anything else here
+        # would never match, and every request from it would be refused.
+        checked = []
         for origin in origins:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
+            if origin == "*":
+                checked.append(origin)
+                continue
+            parts = urlsplit(origin.rstrip("/"))
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path
+                or parts.query
+            ):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
-        return origins
+            checked.append(f"{parts.scheme}://{parts.netloc}")
+        return checked
 
     @field_validator("database_url")
     @classmethod

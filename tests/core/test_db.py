@@ -12,13 +12,14 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from tests.conftest import serve_app
 from tests.factories import make_user, password_hash
 from tradeos.accounts.models import User
 from tradeos.app import create_app
 from tradeos.config import Settings
+from tradeos.core import db as db_module
 from tradeos.core.db import (
     Database,
     Money,
@@ -283,3 +284,89 @@ async def test_database_ping_reports_latency(database: Database) -> None:
     assert 0 <= latency < 5000
     async with database.engine.connect() as connection:
         assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+
+
+# --- SQLite locking: one connection per process, BEGIN IMMEDIATE for writes ---------------
+
+
+async def _insert_after_reading(database: Database, username: str) -> None:
+    async with database.session() as session:
+        await session.scalars(select(User.id))
+        await asyncio.sleep(0.05)  # let the other "process" start its own unit of work
+        session.add(_new_user(username))
+
+
+async def test_writers_in_two_processes_wait_for_each_other(
+    database_url: str, database: Database
+) -> None:
+    # Two engines on one database behave like two worker processes.
+    first, second = Database(database_url), Database(database_url)
+    try:
+        await asyncio.gather(
+            _insert_after_reading(first, "west"), _insert_after_reading(second, "east")
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert await _usernames(database) == ["east", "west"]
+
+
+async def test_a_read_only_unit_of_work_does_not_hold_up_writers(
+    database_url: str, database: Database
+) -> None:
+    reader, writer = Database(database_url), Database(database_url)
+    try:
+        async with reader.session(write=False) as reading:
+            await reading.scalars(select(User.id))  # transaction open, as in a slow GET
+            async with writer.session() as writing:
+                writing.add(_new_user("unblocked"))
+    finally:
+        await reader.dispose()
+        await writer.dispose()
+    assert await _usernames(database) == ["unblocked"]
+
+
+async def test_a_nested_unit_of_work_is_refused_on_sqlite(database: Database) -> None:
+    if database.backend != "sqlite":
+        pytest.skip("SQLite has one connection per process")
+    async with database.session(write=False):
+        with pytest.raises(RuntimeError, match="already open"):
+            async with database.session():
+                pass
+
+
+async def test_waiting_too_long_for_the_connection_is_a_503(
+    settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.backend != "sqlite":
+        pytest.skip("PostgreSQL has a pool of many connections")
+    monkeypatch.setattr(db_module, "SQLITE_CONNECTION_WAIT_SECONDS", 0.2)
+    app = _unit_of_work_app(settings)
+
+    @app.post("/t/slow")
+    async def slow(session: SessionDep) -> None:
+        await session.scalars(select(User.id))
+        await asyncio.sleep(1)
+
+    async with serve_app(app) as client:
+        slow_request = asyncio.create_task(client.post("/t/slow"))
+        await asyncio.sleep(0.1)
+        waiting = await client.post("/t/users/patient")
+        assert (await slow_request).status_code == 200
+    assert waiting.status_code == 503 and waiting.headers["retry-after"] == "2"
+    assert waiting.headers["content-type"] == "application/problem+json"
+
+
+async def test_statement_parameters_never_reach_errors(database: Database) -> None:
+    async with database.session() as session:
+        session.add(_new_user("visible-name"))
+    with pytest.raises(IntegrityError) as caught:
+        async with database.session() as session:
+            session.add(_new_user("visible-name"))
+    assert "visible-name" not in str(caught.value)
+    assert "hidden" in str(caught.value)
+
+
+def test_negative_zero_is_bound_without_its_sign() -> None:
+    assert not to_exact_decimal(Decimal("-0.000")).is_signed()
+    assert not to_exact_decimal(-0).is_signed()

@@ -98,7 +98,7 @@ async def test_unknown_route_is_a_404_problem(client) -> None:  # type: ignore[n
 async def test_wrong_method_is_a_405_problem(client) -> None:  # type: ignore[no-untyped-def]
     response = await client.delete("/api/v1/ping")
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 async def test_field_errors_have_paths(settings: Settings, database: object) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
 
 import pytest
 import structlog
@@ -121,6 +124,54 @@ async def test_secrets_never_reach_a_log_line(
     assert seen["headers"]["cookie"] == "[REDACTED]"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "refreshing the token because it expired",
+        "Basic validation failed",
+        "digest mismatch on pk_accounts and pk_positions",
+        "GET http://host:8000/p@x returned 404",
+        "compass bypass passenger passive",
+        "order 42 filled 1.5 BTC-USD at 2026-11-21T06:00:00Z",
+    ],
+)
+def test_ordinary_text_stays_readable(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_ordinary_keys_and_values_stay_readable(captured_logs: CapturedLogs) -> None:
+    log.info(
+        "fill",
+        compass="north",
+        bypass_cache=True,
+        max_tokens=512,
+        tokens_used=17,
+        price=Decimal("12.50"),
+        at=datetime(2026, 11, 21, 6, 0, tzinfo=UTC),
+        order_id=UUID("12345678-1234-5678-1234-567812345678"),
+    )
+    [line] = captured_logs.events("fill")
+    assert line["compass"] == "north" and line["bypass_cache"] is True
+    assert line["max_tokens"] == 512 and line["tokens_used"] == 17
+    assert line["price"] == "12.50"
+    assert line["at"] == "2026-11-21T06:00:00+00:00"
+    assert line["order_id"] == "12345678-1234-5678-1234-567812345678"
+
+
+def test_secret_keys_are_masked_whatever_the_value_type(captured_logs: CapturedLogs) -> None:
+    log.info(
+        "typed",
+        password=123456789,
+        otp=654321,
+        api_key=UUID("12345678-1234-5678-1234-567812345678"),
+        refreshToken="camel-rt-1",
+        client_secret=b"bytes-cs-2",
+    )
+    [line] = captured_logs.events("typed")
+    for key in ("password", "otp", "api_key", "refreshToken", "client_secret"):
+        assert line[key] == "[REDACTED]", key
+
+
 def test_secrets_in_any_shape_of_event_are_masked(captured_logs: CapturedLogs) -> None:
     log.info(
         "shapes",
@@ -186,6 +237,13 @@ def test_library_log_records_are_redacted_too() -> None:
         ("upstream said: sk_live_51HxYzAbCdEf", "51HxYzAbCdEf"),
         ("Cookie: session=COOKIE1; theme=dark", "COOKIE1"),
         ("stored $argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", "aGFzaA"),
+        ("POST https://idp/x?client_secret=CS123456&grant=1", "CS123456"),
+        ("refresh_token=RT123456 access_token=AT123456", "T123456"),
+        ('{"password": "hunter22hunter", "user": "ada"}', "hunter22hunter"),
+        ("secret: hunter22hunter", "hunter22hunter"),
+        ("x_api_key=XK123456", "XK123456"),
+        (f"decoded {JWT} fine", JWT),
+        ("Bearer abcdefgh12345678", "abcdefgh12345678"),
     ],
 )
 def test_secret_looking_text_is_masked(text: str, leaked: str) -> None:

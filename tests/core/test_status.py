@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from tests.conftest import TEST_REDIS_URL, serve_app
 from tradeos import __version__
 from tradeos import app as app_module
 from tradeos.app import create_app
 from tradeos.config import Settings
+from tradeos.core import middleware as middleware_module
+from tradeos.core import status as status_module
+from tradeos.core.deps import SessionDep
 
 PROBLEM = "application/problem+json"
 
@@ -258,3 +263,75 @@ def test_production_logs_json_lines(
         settings_factory(environment=environment, jwt_secret_key=strong, log_level="warning")
     )
     assert calls == [{"level": "WARNING", "json": json_lines, "sql": False}]
+
+
+async def test_health_stays_up_while_a_request_holds_the_connection(
+    settings: Settings, database: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_module, "CHECK_TIMEOUT_SECONDS", 0.3)
+    app = create_app(settings, configure_logs=False)
+
+    @app.post("/api/v1/t/slow")
+    async def slow(session: SessionDep) -> None:
+        await session.execute(text("SELECT 1"))
+        await asyncio.sleep(1)  # a slow unit of work holds SQLite's one connection
+
+    async with serve_app(app) as client:
+        slow_request = asyncio.create_task(client.post("/api/v1/t/slow"))
+        await asyncio.sleep(0.1)
+        ready = await client.get("/ready")
+        await slow_request
+    assert ready.status_code == 200, ready.text
+
+
+async def test_a_dependency_that_hangs_is_reported_down_in_time(
+    settings: Settings, database: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_module, "CHECK_TIMEOUT_SECONDS", 0.2)
+
+    class HangingRedis:
+        async def ping(self) -> None:
+            await asyncio.sleep(60)
+
+        async def aclose(self) -> None:
+            pass
+
+    app = create_app(settings, configure_logs=False)
+    async with serve_app(app) as client:
+        app.state.redis = HangingRedis()
+        ready = await client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"]["error"] == "no answer within 0.2 s"
+
+
+async def test_a_failing_middleware_is_still_a_problem(
+    settings: Settings, database: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: object, scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("middleware bug")
+
+    monkeypatch.setattr(middleware_module.BodyLimitMiddleware, "__call__", broken)
+    async with serve_app(create_app(settings, configure_logs=False)) as client:
+        response = await client.get("/api/v1/ping")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+async def test_any_origin_never_gets_credentials(
+    settings_factory: Callable[..., Settings], database: object
+) -> None:
+    async with serve_app(
+        create_app(settings_factory(cors_origins="*"), configure_logs=False)
+    ) as client:
+        response = await client.get("/api/v1/ping", headers={"Origin": "https://any.example.org"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in response.headers
+
+
+async def test_head_sends_the_headers_get_sends(client) -> None:  # type: ignore[no-untyped-def]
+    gzip = {"Accept-Encoding": "gzip"}
+    get = await client.get("/openapi.json", headers=gzip)
+    head = await client.head("/openapi.json", headers=gzip)
+    for name in ("content-type", "content-encoding", "content-length", "vary"):
+        assert head.headers.get(name) == get.headers.get(name), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -221,7 +222,15 @@ IdPK = Annotated[int, mapped_column(BigIntPK, primary_key=True, autoincrement=Tr
 # --------------------------------------------------------------------------- engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+# Execution option saying how a SQLite transaction begins: IMMEDIATE (the default) or DEFERRED.
+SQLITE_BEGIN = "tradeos_sqlite_begin"
+# How long a unit of work waits for SQLite's one connection before answering 503.
+SQLITE_CONNECTION_WAIT_SECONDS = 10
+
+_open_session: ContextVar[Database | None] = ContextVar("tradeos_open_session", default=None)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # The driver's own implicit BEGIN breaks SAVEPOINTs and transactional DDL; we emit
@@ -230,33 +239,55 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then
-        # writes cannot wait for the lock (SQLite fails it at once with "database is locked"
-        # to avoid a deadlock); an immediate one waits up to busy_timeout instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # writes cannot wait for the lock when another connection wrote meanwhile (SQLite
+        # fails it at once with "database is locked"); an immediate one waits up to
+        # busy_timeout instead. Units of work that only read begin DEFERRED, so they never
+        # hold up writers (WAL readers see a snapshot).
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, sqlite_foreign_keys: bool = True, sqlite_probe: bool = False
+) -> AsyncEngine:
     """An async engine for `url` with the settings each backend needs.
 
     Statement parameters are never put into logs or error messages (hide_parameters): they
     can hold password hashes, token hashes and personal data.
+
+    SQLite only: `sqlite_foreign_keys=False` is for migrations (batch mode rebuilds a table by
+    dropping it, which would cascade to its children); `sqlite_probe=True` makes an unpooled
+    engine whose reads never wait for the application's connection (health checks).
     """
     if url.startswith("sqlite"):
-        # SQLite has one writer at a time. One connection per process queues transactions in
-        # asyncio, which is fairer and faster than many connections polling SQLite's lock
-        # (STACK.md: same throughput, p99 ~55 ms instead of ~1-2 s). So: keep transactions
-        # short, and never hold a session open across slow work (hashing, HTTP calls).
-        engine = create_async_engine(
-            url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True
-        )
-        _configure_sqlite(engine)
+        if sqlite_probe:
+            engine = create_async_engine(
+                url,
+                poolclass=NullPool,
+                hide_parameters=True,
+                execution_options={SQLITE_BEGIN: "DEFERRED"},
+            )
+        else:
+            # SQLite has one writer at a time. One connection per process queues units of
+            # work in asyncio, which is fairer and faster than many connections polling
+            # SQLite's lock (STACK.md: same throughput, p99 ~55 ms instead of ~1-2 s). So:
+            # keep transactions short, and never hold a session across slow work (hashing,
+            # HTTP calls).
+            engine = create_async_engine(
+                url,
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=SQLITE_CONNECTION_WAIT_SECONDS,
+                hide_parameters=True,
+            )
+        _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
         return engine
     return create_async_engine(
         url,
@@ -269,33 +300,59 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 class Database:
-    """The engine and session factory of one running application."""
+    """The engine and session factories of one running application.
+
+    `session()` is a unit of work that writes; `session(write=False)` one that only reads (on
+    SQLite it does not take the write lock). Both work on either backend.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}),
+            expire_on_commit=False,
+            autoflush=False,
+        )
+        self._probe = create_engine(url, sqlite_probe=True) if self.backend == "sqlite" else None
 
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A unit of work: committed when the block ends, rolled back if it raises."""
-        async with self.sessionmaker() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        if self.backend == "sqlite" and _open_session.get() is self:
+            # The open session holds SQLite's one connection: a second would wait forever.
+            raise RuntimeError("a unit of work is already open in this task: pass its session on")
+        token = _open_session.set(self)
+        maker = self.sessionmaker if write else self.read_sessionmaker
+        try:
+            async with maker() as session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+        finally:
+            _open_session.reset(token)
 
     async def ping(self) -> float:
-        """Round-trip a trivial query; returns the latency in milliseconds."""
+        """Check the database answers; returns the latency in milliseconds.
+
+        On SQLite this reads the schema through its own connection, so a busy application
+        connection does not make a healthy database look down.
+        """
         started = time.perf_counter()
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        engine = self._probe or self.engine
+        query = "SELECT count(*) FROM sqlite_master" if self._probe else "SELECT 1"
+        async with engine.connect() as connection:
+            await connection.execute(text(query))
         return (time.perf_counter() - started) * 1000
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._probe is not None:
+            await self._probe.dispose()

@@ -29,9 +29,11 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's one unit of work: committed when the endpoint returns, rolled back on error.
 
     Declared with scope="function" so the commit happens *before* the response is sent: a
-    client that sees a 2xx can rely on the change being stored.
+    client that sees a 2xx can rely on the change being stored. GET, HEAD and OPTIONS only
+    read (HTTP says so), so their unit of work does not take SQLite's write lock.
     """
-    async with get_database(request).session() as session:
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    async with get_database(request).session(write=writes) as session:
         yield session
 
 

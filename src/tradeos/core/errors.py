@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -215,9 +216,15 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else None
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No resource at this URL."
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         detail = "This URL does not accept that method."
-    return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+        allowed = [
+            method.strip() for method in headers.get("Allow", "").split(",") if method.strip()
+        ]
+        if "GET" in allowed and "HEAD" not in allowed:
+            headers["Allow"] = ", ".join([*allowed, "HEAD"])  # HEAD is answered wherever GET is
+    return problem_response(exc.status_code, detail=detail, headers=headers)
 
 
 # SQLSTATE classes (PostgreSQL) and messages (SQLite) of a clash with stored data.
@@ -249,7 +256,8 @@ async def _integrity_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> Response:
-    # Locked (SQLite busy past its timeout), unreachable or restarting: try again shortly.
+    # Locked (SQLite busy past its timeout), no connection free in time, unreachable or
+    # restarting: try again shortly.
     logger.error("database_unavailable", exc_info=exc)
     return problem_response(
         503,
@@ -262,5 +270,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TradeOSError, _tradeos_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -29,14 +29,30 @@ REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-# Keys whose values are secret whatever they hold (matched anywhere in the key, any case):
-# password_confirm, new_password2, pwd, otp_code, refresh_token, x-api-key, set-cookie...
-_SECRET_KEY_PATTERN = re.compile(
-    r"pass(word|wd|phrase|code)?|pwd|(^|[_-])otp|secret|token|api[-_]?key|apikey|authorization"
-    r"|cookie|credential|private[-_]?key|signature",
-    re.IGNORECASE,
+# A key is secret when one of its words is one of these (or starts with password, passwd or
+# secret): password_confirm, new_password2, pwd, otp_code, refresh_token, refreshToken,
+# client_secret, x-api-key, set-cookie. Words, not substrings: compass, bypass_cache and
+# max_tokens stay readable.
+_SECRET_KEY_WORDS = frozenset(
+    {
+        "pass",
+        "pwd",
+        "otp",
+        "token",
+        "authorization",
+        "cookie",
+        "credential",
+        "credentials",
+        "signature",
+    }
 )
-# Secrets that turn up inside free text. Masking a harmless word now and then is the price.
+_SECRET_KEY_PREFIXES = ("password", "passwd", "passphrase", "secret")
+_SECRET_KEY_JOINED = ("apikey", "privatekey", "accesskey")
+
+# Secrets inside free text (exception messages, library log lines, URLs).
+_SENSITIVE_NAME = (
+    r"[\w-]*?(?<![a-z])(?:password|passwd|passphrase|pwd|secret|token|api[-_]?key)(?![a-z])[\w-]*"
+)
 _SECRET_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Header lines: "Authorization: Token x", "X-Api-Key: x", "Cookie: a=b; c=d"
     (
@@ -46,20 +62,18 @@ _SECRET_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1\2" + REDACTED,
     ),
-    (re.compile(r"(?i)\b(bearer|basic|token|digest)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
+    # name=value, name: value, "name": "value" where the name says secret
+    (
+        re.compile(r"(?i)([\"']?" + _SENSITIVE_NAME + r"[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;&}]+"),
+        r"\1" + REDACTED,
+    ),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
     (re.compile(r"\btrd_[A-Za-z0-9_-]+"), "trd_" + REDACTED),
-    (re.compile(r"\b((?:sk|rk|pk|whsec)_(?:live|test)?_?)[A-Za-z0-9]{6,}"), r"\1" + REDACTED),
+    (re.compile(r"\b((?:sk|rk|pk)_(?:live|test)_|whsec_)[A-Za-z0-9]{6,}"), r"\1" + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"\$argon2[a-z]*\$[A-Za-z0-9$=,+/.-]+"), REDACTED),  # password hashes
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
-    (
-        re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[-_]?key)=([^&\s\"']+)"),
-        r"\1=" + REDACTED,
-    ),
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 )
-
-# Values logged as they are; anything else is logged as its redacted text.
-_PLAIN_TYPES = (int, float, bool, Decimal, datetime, date, UUID, Enum)
 
 
 def redact_text(text: str) -> str:
@@ -71,14 +85,31 @@ def redact_text(text: str) -> str:
 def _is_secret_key(key: object) -> bool:
     if isinstance(key, bytes):
         key = key.decode("latin-1")
-    return isinstance(key, str) and bool(_SECRET_KEY_PATTERN.search(key))
+    if not isinstance(key, str):
+        return False
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()  # refreshToken -> refresh_token
+    words = [word for word in re.split(r"[^a-z0-9]+", spaced) if word]
+    joined = "".join(words)
+    return any(
+        word in _SECRET_KEY_WORDS or word.startswith(_SECRET_KEY_PREFIXES) for word in words
+    ) or any(part in joined for part in _SECRET_KEY_JOINED)
 
 
 def _redact_value(key: object, value: Any) -> Any:
-    if value is None or isinstance(value, _PLAIN_TYPES):
-        return value
+    if value is None:
+        return None
     if key is not None and _is_secret_key(key):
         return REDACTED
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")  # "12.50", not "Decimal('12.50')"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return _redact_value(None, value.value)
     if isinstance(value, bytes):
         return redact_text(value.decode("latin-1"))
     if isinstance(value, str):

@@ -1,9 +1,10 @@
 """The ASGI middleware of create_app(), each answering in problem+json where it answers at all.
 
-Order, outermost first (see app.py): request context -> error boundary -> CORS -> GZip ->
-metrics -> body limit -> HEAD -> error boundary -> routing. The inner error boundary sits
+Order, outermost first (see app.py): request context -> error boundary -> HEAD -> CORS ->
+GZip -> metrics -> body limit -> error boundary -> routing. The inner error boundary sits
 inside CORS and metrics, so a 500 is counted and readable by a browser; the outer one is the
-last resort should a middleware itself fail.
+last resort should a middleware itself fail. HEAD sits outside GZip so its headers are the
+very ones GET would send.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tradeos.core.db import create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent
 
@@ -47,6 +50,23 @@ def downgrade(database_url: str, revision: str, *, connection: Connection | None
 def current_revision(connection: Connection) -> str | None:
     """The revision a database is at (None for an empty one); works on a sync connection."""
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def migration_engine(database_url: str) -> AsyncEngine:
+    """The engine migrations run on. On SQLite its foreign keys are off: batch mode rebuilds a
+    table by copying and dropping it, and with foreign keys on that drop would cascade to (or
+    be refused by) the rows that refer to it. check_foreign_keys() then verifies the result."""
+    return create_engine(database_url, sqlite_foreign_keys=False)
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """Fail (and so roll back) a SQLite migration that left rows pointing at nothing."""
+    if connection.dialect.name != "sqlite":
+        return  # PostgreSQL checks every reference as the migration runs
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        tables = sorted({row[0] for row in broken})
+        raise RuntimeError(f"migration left {len(broken)} broken references in {', '.join(tables)}")
 
 
 def configure_context(**kwargs: Any) -> dict[str, Any]:

@@ -7,8 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from tradeos.core.db import create_engine
-from tradeos.migrations import configure_context
+from tradeos.migrations import check_foreign_keys, configure_context, migration_engine
 from tradeos.models import Base
 
 config = context.config
@@ -19,10 +18,11 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, **configure_context(target_metadata=target_metadata))
     with context.begin_transaction():
         context.run_migrations()
+        check_foreign_keys(connection)  # before commit: a broken reference undoes the migration
 
 
 async def _run_async(url: str) -> None:
-    engine = create_engine(url)
+    engine = migration_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
