@@ -268,13 +268,13 @@ def test_production_logs_json_lines(
 async def test_health_stays_up_while_a_request_holds_the_connection(
     settings: Settings, database: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(status_module, "CHECK_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(status_module, "CHECK_TIMEOUT_SECONDS", 0.5)
     app = create_app(settings, configure_logs=False)
 
     @app.post("/api/v1/t/slow")
     async def slow(session: SessionDep) -> None:
         await session.execute(text("SELECT 1"))
-        await asyncio.sleep(1)  # a slow unit of work holds SQLite's one connection
+        await asyncio.sleep(1.5)  # a slow unit of work holds SQLite's one connection
 
     async with serve_app(app) as client:
         slow_request = asyncio.create_task(client.post("/api/v1/t/slow"))
