@@ -71,19 +71,16 @@ def _exact_context() -> Context:
 
 def to_exact_decimal(value: object) -> Decimal:
     """Check and convert a value bound to an exact column. Floats are refused: not exact."""
-    if isinstance(value, bool | float):
+    # bool is an int subclass, and a float is never exact: both are refused by name.
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise TypeError(
             f"exact decimal columns take Decimal, int or str, not {type(value).__name__}"
         )
-    if isinstance(value, int | str):
+    if not isinstance(value, Decimal):
         try:
             value = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not a decimal number") from None
-    if not isinstance(value, Decimal):
-        raise TypeError(
-            f"exact decimal columns take Decimal, int or str, not {type(value).__name__}"
-        )
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite number")
     with localcontext(_exact_context()):
@@ -115,7 +112,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
     PostgreSQL: NUMERIC(38,18). SQLite has no exact numeric type (its NUMERIC is a binary
     float), so there the value is fixed-scale text. Consequence: on SQLite, do money
-    arithmetic, sums and ordering in Python, not in SQL.
+    arithmetic and sums in Python, not in SQL, and order through `order_key()`.
     """
 
     impl = Numeric(DECIMAL_PRECISION, DECIMAL_SCALE)
@@ -276,10 +273,9 @@ def create_engine(
             )
         else:
             # SQLite has one writer at a time. One connection per process queues units of
-            # work in asyncio, which is fairer and faster than many connections polling
-            # SQLite's lock (STACK.md: same throughput, p99 ~55 ms instead of ~1-2 s). So:
-            # keep transactions short, and never hold a session across slow work (hashing,
-            # HTTP calls).
+            # work in asyncio, which is fairer than many connections polling SQLite's lock:
+            # the same throughput with a p99 ~12x lower (bench/RESULTS.md). So: keep
+            # transactions short, and never hold a session across slow work (hashing, HTTP).
             engine = create_async_engine(
                 url,
                 pool_size=1,
