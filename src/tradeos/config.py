@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +36,6 @@ MIN_SECRET_LENGTH = 32
 # Placeholders people copy from examples; production refuses them whatever their length.
 _KNOWN_PLACEHOLDERS = ("change", "secret", "example", "default", "password", "tradeos")
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 _SQLITE_DRIVER = "sqlite+aiosqlite"
 _POSTGRES_DRIVER = "postgresql+asyncpg"
 
@@ -190,7 +188,7 @@ class Settings(BaseSettings):
     @property
     def safe_database_url(self) -> str:
         """The database URL with any password masked, for log lines and messages."""
-        return make_url(self.sqlalchemy_url).render_as_string(hide_password=True)
+        return mask_url_password(self.sqlalchemy_url)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -206,8 +204,8 @@ def _require_module(module: str, what: str, extra: str) -> None:
 
 
 def mask_url_password(url: str) -> str:
-    """`redis://:secret@host/0` -> `redis://:***@host/0`."""
-    return _URL_PASSWORD.sub(r"\1***@", url)
+    """`redis://:secret@host/0` -> `redis://:***@host/0`, for database and Redis URLs alike."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def normalize_database_url(value: str) -> str:

@@ -8,20 +8,15 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-class RedisNotInstalledError(RuntimeError):
-    pass
-
-
 def make_redis(url: str, *, connect_timeout: float = 5.0) -> Redis:
     """A client for `url`. redis-py 8 times out every blocking call after 5 s by default, which
     breaks pub/sub listeners and blocking stream reads: so no socket timeout, and a periodic
-    health check that notices dead connections instead."""
-    try:
-        from redis.asyncio import Redis
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RedisNotInstalledError(
-            "REDIS_URL is set but the Redis client is not installed: pip install 'tradeos[redis]'"
-        ) from exc
+    health check that notices dead connections instead.
+
+    Imported here, not at the top: Redis is an extra, and settings refuse a REDIS_URL when it
+    is not installed, so this import only runs where it can succeed."""
+    from redis.asyncio import Redis
+
     return Redis.from_url(
         url,
         socket_timeout=None,
