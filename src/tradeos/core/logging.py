@@ -21,6 +21,7 @@ from uuid import UUID
 
 import structlog
 from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -189,12 +190,9 @@ def configure_logging(
     logging.getLogger("sqlalchemy.engine").setLevel("INFO" if sql else "WARNING")
 
 
-def _accepted_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == REQUEST_ID_HEADER.encode():
-            candidate = value.decode("latin-1")
-            return candidate if _REQUEST_ID_PATTERN.match(candidate) else None
-    return None
+def _accepted_request_id(scope: Scope) -> str | None:
+    candidate = Headers(scope=scope).get(REQUEST_ID_HEADER)
+    return candidate if candidate is not None and _REQUEST_ID_PATTERN.match(candidate) else None
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -219,7 +217,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _accepted_request_id(scope.get("headers", [])) or uuid.uuid4().hex
+        request_id = _accepted_request_id(scope) or uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
 
