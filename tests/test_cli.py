@@ -320,10 +320,7 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
 
 
 def _fake_revision(monkeypatch: pytest.MonkeyPatch, revision: str | None) -> None:
-    async def current(_settings: object) -> str | None:
-        return revision
-
-    monkeypatch.setattr("tradeos.cli._current_revision", current)
+    monkeypatch.setattr("tradeos.cli._current_revision", lambda _settings: revision)
 
 
 def test_serve_refuses_a_shared_database_that_is_not_upgraded(

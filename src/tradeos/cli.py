@@ -8,9 +8,9 @@ import secrets
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import structlog
 import typer
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from tradeos import __version__
@@ -35,6 +36,7 @@ console = Console()
 logger = structlog.get_logger("tradeos.cli")
 
 MIN_SEED_PASSWORD_LENGTH = 8
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -73,11 +75,10 @@ def _database_errors(settings: Settings) -> Iterator[None]:
 def _prepare_database(settings: Settings) -> None:
     """Embedded SQLite is migrated on start; a shared database must be upgraded on purpose."""
     if settings.is_embedded_database:
-        if settings.sqlite_path is not None:
-            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_folder(settings)
         db_migrations.upgrade(settings.sqlalchemy_url)
         return
-    current = asyncio.run(_current_revision(settings))
+    current = _current_revision(settings)
     head = db_migrations.head_revision()
     if current != head:
         _fail(
@@ -86,13 +87,27 @@ def _prepare_database(settings: Settings) -> None:
         )
 
 
-async def _current_revision(settings: Settings) -> str | None:
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(db_migrations.current_revision)
-    finally:
-        await engine.dispose()
+def _ensure_sqlite_folder(settings: Settings) -> None:
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _on_database(settings: Settings, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one transaction on an engine of its own (the CLI has no app running)."""
+
+    async def run() -> T:
+        engine = create_engine(settings.sqlalchemy_url)
+        try:
+            async with engine.begin() as connection:
+                return await connection.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _current_revision(settings: Settings) -> str | None:
+    return _on_database(settings, db_migrations.current_revision)
 
 
 def _prepare_multiprocess_metrics(settings: Settings) -> None:
@@ -148,8 +163,7 @@ def version() -> None:
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""
     settings = load_settings()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_sqlite_folder(settings)
     with _database_errors(settings):
         db_migrations.upgrade(settings.sqlalchemy_url, revision)
     console.print(f"Database at {revision} ({settings.safe_database_url}).")
@@ -172,7 +186,7 @@ def db_current() -> None:
     """Show the database's revision and the latest one this version knows."""
     settings = load_settings()
     with _database_errors(settings):
-        current = asyncio.run(_current_revision(settings))
+        current = _current_revision(settings)
     console.print(
         f"current: {current or 'none (empty database)'}\nhead:    {db_migrations.head_revision()}"
     )
@@ -191,24 +205,19 @@ def db_reset(
             abort=True,
         )
     with _database_errors(settings):
-        asyncio.run(_drop_all_tables(settings.sqlalchemy_url))
+        _on_database(settings, _drop_all_tables)
         db_migrations.upgrade(settings.sqlalchemy_url)
     console.print("Database reset and migrated to the latest revision.")
 
 
-async def _drop_all_tables(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            # Reflect what is really there (it may predate these models), then drop it all.
-            metadata = MetaData()
-            with warnings.catch_warnings():
-                # Expression indexes cannot be reflected on SQLite; they go with their table.
-                warnings.filterwarnings("ignore", message=".*expression-based index.*")
-                await connection.run_sync(metadata.reflect)
-            await connection.run_sync(metadata.drop_all)
-    finally:
-        await engine.dispose()
+def _drop_all_tables(connection: Connection) -> None:
+    # Reflect what is really there (it may predate these models), then drop it all.
+    metadata = MetaData()
+    with warnings.catch_warnings():
+        # Expression indexes cannot be reflected on SQLite; they go with their table.
+        warnings.filterwarnings("ignore", message=".*expression-based index.*")
+        metadata.reflect(connection)
+    metadata.drop_all(connection)
 
 
 def _seed_password(given: str | None, who: str) -> tuple[str, bool]:
