@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import func, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner, Result
 
 from tradeos import __version__
@@ -44,47 +46,50 @@ def run(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(app, list(args), input=input)
 
 
+T = TypeVar("T")
+
+
 def _database_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'tradeos.db'}"
 
 
-def _tables(data_dir: Path) -> set[str]:
-    async def read() -> set[str]:
+def _in_database(data_dir: Path, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one unit of work on the CLI's database, as another process would."""
+
+    async def run_it() -> T:
         database = Database(_database_url(data_dir))
         try:
-            async with database.engine.connect() as connection:
-                names = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+            async with database.session() as session:
+                return await work(session)
         finally:
             await database.dispose()
-        return names - {"alembic_version"}
 
-    return asyncio.run(read())
+    return asyncio.run(run_it())
+
+
+def _tables(data_dir: Path) -> set[str]:
+    async def read(session: AsyncSession) -> set[str]:
+        return await session.run_sync(
+            lambda sync: set(inspect(sync.connection()).get_table_names())
+        )
+
+    return _in_database(data_dir, read) - {"alembic_version"}
 
 
 def _user_count(data_dir: Path) -> int:
-    async def count() -> int:
-        database = Database(_database_url(data_dir))
-        try:
-            async with database.session() as session:
-                return int(await session.scalar(select(func.count()).select_from(User)) or 0)
-        finally:
-            await database.dispose()
+    async def count(session: AsyncSession) -> int:
+        return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
-    return asyncio.run(count())
+    return _in_database(data_dir, count)
 
 
 def _check_password(data_dir: Path, login: str, password: str) -> bool:
-    async def check() -> bool:
-        database = Database(_database_url(data_dir))
-        try:
-            async with database.session() as session:
-                user = await accounts.find_user(session, login)
-                assert user is not None, f"{login} not found"
-                return (await verify_password(password, user.password_hash))[0]
-        finally:
-            await database.dispose()
+    async def check(session: AsyncSession) -> bool:
+        user = await accounts.find_user(session, login)
+        assert user is not None, f"{login} not found"
+        return (await verify_password(password, user.password_hash))[0]
 
-    return asyncio.run(check())
+    return _in_database(data_dir, check)
 
 
 def tradeos_process(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -141,15 +146,10 @@ def test_relative_revisions_and_unknown_ones(cli_env: Path) -> None:
 def test_serve_on_a_database_from_a_newer_version_is_one_clear_line(cli_env: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
 
-    async def stamp_future() -> None:
-        database = Database(_database_url(cli_env))
-        try:
-            async with database.session() as session:
-                await session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-        finally:
-            await database.dispose()
+    async def stamp_future(session: AsyncSession) -> None:
+        await session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
 
-    asyncio.run(stamp_future())
+    _in_database(cli_env, stamp_future)
     result = run("serve")
     assert result.exit_code == 2
     assert "Can't locate revision identified by '9999'" in result.output
