@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.config import Settings
@@ -40,3 +40,6 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+# A row id in a path: bounded, so an absurd number is a 422, not a database overflow.
+ResourceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The resource's id.")]

@@ -20,8 +20,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Problem types are URNs: stable identifiers that do not pretend to be web pages.
 PROBLEM_TYPE_BASE = "urn:tradeos:problem:"
 
@@ -177,7 +179,8 @@ def field_errors(raw_errors: Sequence[Any]) -> list[dict[str, Any]]:
         out.append(
             {
                 "field": ".".join(location),
-                "message": item.get("msg", "invalid"),
+                # Our own validators' messages read as plain sentences, without Pydantic's tag.
+                "message": str(item.get("msg", "invalid")).removeprefix("Value error, "),
                 "type": item.get("type"),
             }
         )
@@ -211,7 +214,21 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+def _methods_for_path(request: Request) -> list[str]:
+    """Every method some route answers at this path. Starlette's own Allow names only the
+    first route that matched the path, which is wrong when GET and PATCH are two routes;
+    so each method is tried against the routes, the way routing itself would."""
+    allowed = set()
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")  # HEAD is answered wherever GET is
+    return sorted(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     if exc.status_code == 404 and detail == "Not Found":
@@ -219,11 +236,9 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         detail = "This URL does not accept that method."
-        allowed = [
-            method.strip() for method in headers.get("Allow", "").split(",") if method.strip()
-        ]
-        if "GET" in allowed and "HEAD" not in allowed:
-            headers["Allow"] = ", ".join([*allowed, "HEAD"])  # HEAD is answered wherever GET is
+        allowed = _methods_for_path(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
     return problem_response(exc.status_code, detail=detail, headers=headers)
 
 

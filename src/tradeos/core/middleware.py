@@ -9,6 +9,8 @@ very ones GET would send.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -94,20 +96,25 @@ class ProblemCORSMiddleware(CORSMiddleware):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    """Refuse bodies over `max_body_bytes` (413), or over the limit of the exact path in
+    `path_limits` (uploads that are allowed to be larger)."""
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-
-    def _too_large_detail(self) -> str:
-        return f"The request body exceeds the limit of {self.max_body_bytes} bytes."
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
+        too_large = f"The request body exceeds the limit of {limit} bytes."
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await problem_response(413, detail=self._too_large_detail())(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            await problem_response(413, detail=too_large)(scope, receive, send)
             return
         received = 0
 
@@ -116,10 +123,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # An HTTPException passes through FastAPI's body parsing untouched and is
                     # rendered by the problem handlers; any other error would become a 400.
-                    raise HTTPException(413, detail=self._too_large_detail())
+                    raise HTTPException(413, detail=too_large)
             return message
 
         await self.app(scope, counting_receive, send)

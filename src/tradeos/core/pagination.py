@@ -14,7 +14,7 @@ against the endpoint's own whitelist; anything else is a 422 naming the allowed 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -33,12 +33,25 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
+U = TypeVar("U")
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
     page: int
     size: int
     pages: int
+
+    def map(self, convert: Callable[[T], U]) -> Page[U]:
+        """The same page with each item converted (rows to response models, say)."""
+        return Page[U](
+            items=[convert(item) for item in self.items],
+            total=self.total,
+            page=self.page,
+            size=self.size,
+            pages=self.pages,
+        )
 
 
 @dataclass(frozen=True)
