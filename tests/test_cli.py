@@ -29,6 +29,9 @@ from tradeos.config import get_settings
 from tradeos.core.db import Database
 from tradeos.core.logging import configure_logging
 from tradeos.core.security import verify_password
+from tradeos.models import Base
+
+ALL_TABLES = set(Base.metadata.tables)
 
 
 @pytest.fixture
@@ -118,7 +121,7 @@ def test_python_dash_m_runs_the_same_cli(tmp_path: Path) -> None:
 
 def test_db_upgrade_current_downgrade(cli_env: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
-    assert _tables(cli_env) == {"users"}
+    assert _tables(cli_env) == ALL_TABLES
     current = run("db", "current")
     assert f"current: {db_migrations.head_revision()}" in current.output
 
@@ -128,14 +131,14 @@ def test_db_upgrade_current_downgrade(cli_env: Path) -> None:
     assert "none (empty database)" in run("db", "current").output
 
     assert run("db", "upgrade").exit_code == 0
-    assert _tables(cli_env) == {"users"}
+    assert _tables(cli_env) == ALL_TABLES
 
 
 def test_relative_revisions_and_unknown_ones(cli_env: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
     back = run("db", "downgrade", "-1")
     assert back.exit_code == 0, back.output
-    assert _tables(cli_env) == set()
+    assert _tables(cli_env) == {"users"}  # one revision back: only the first one's table
     unknown = run("db", "upgrade", "nonsense")
     assert unknown.exit_code == 2
     assert "Can't locate revision" in unknown.output and "Traceback" not in unknown.output
@@ -216,7 +219,7 @@ def test_reset_asks_before_destroying(cli_env: Path) -> None:
 
     accepted = run("db", "reset", input="y\n")
     assert accepted.exit_code == 0, accepted.output
-    assert _tables(cli_env) == {"users"}
+    assert _tables(cli_env) == ALL_TABLES
     assert _user_count(cli_env) == 0
     reseeded = run("db", "seed")  # empty again: both users are created afresh
     assert set(_seeded_passwords(reseeded.output).values()).isdisjoint({"exists, left unchanged"})
@@ -230,7 +233,7 @@ def test_reset_without_a_terminal_does_not_destroy(cli_env: Path) -> None:
     run("db", "upgrade")
     result = run("db", "reset")  # no input at all: the confirmation cannot be given
     assert result.exit_code != 0
-    assert _tables(cli_env) == {"users"}
+    assert _tables(cli_env) == ALL_TABLES
 
 
 def test_a_bad_setting_is_one_clear_line_and_no_traceback(tmp_path: Path) -> None:
@@ -297,7 +300,7 @@ def test_serve_migrates_the_embedded_database_and_answers(tmp_path: Path) -> Non
         }
         assert (tmp_path / "data" / "tradeos.db").exists()
         assert (tmp_path / "data" / "jwt_secret").exists()
-        assert _tables(tmp_path / "data") == {"users"}
+        assert _tables(tmp_path / "data") == ALL_TABLES
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=20)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import limits
 from pydantic import (
+    AfterValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -28,6 +30,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 Environment = Literal["development", "test", "production"]
+RateLimitStrategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
+
+
+def _check_rate_limit(value: str) -> str:
+    try:
+        limit = limits.parse(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit like 10/minute or 100 per hour") from None
+    if limit.amount < 1:
+        raise ValueError(f"{value!r} allows no requests at all; use at least 1")
+    return value
+
+
+RateLimitText = Annotated[str, AfterValidator(_check_rate_limit)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 # The file in DATA_DIR that keeps the generated development JWT secret across restarts.
@@ -61,6 +77,39 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Keys TradeOS writes to Redis start with this, so several deployments can share one Redis.
+    redis_key_prefix: str = Field(default="tradeos", pattern=r"^[A-Za-z0-9_.:-]{1,50}$")
+
+    # -- identity ---------------------------------------------------------------------------
+    access_token_minutes: int = Field(default=15, ge=1, le=1440)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+    jwt_issuer: str = Field(default="tradeos", min_length=1)
+    jwt_audience: str = Field(default="tradeos-api", min_length=1)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_failure_window_minutes: int = Field(default=15, ge=1, le=1440)
+    login_lockout_minutes: int = Field(default=15, ge=1, le=1440)
+    login_max_failures_per_ip: int = Field(default=50, ge=1, le=100_000)
+
+    # -- rate limits (the `limits` library's notation: "10/minute", "100 per hour") ----------
+    rate_limit_enabled: bool = True
+    rate_limit_strategy: RateLimitStrategy = "moving-window"
+    rate_limit_auth: RateLimitText = "10/minute"
+    rate_limit_trading: RateLimitText = "50/minute"
+    rate_limit_market_data: RateLimitText = "200/minute"
+    rate_limit_data_sync: RateLimitText = "10/minute"
+    rate_limit_user: RateLimitText = "1000/minute"
+    # Per-tier overrides of RATE_LIMIT_USER: "pro=3000/minute,enterprise=10000/minute".
+    rate_limit_tier_overrides: Annotated[dict[str, RateLimitText], NoDecode] = Field(
+        default_factory=lambda: {"pro": "3000/minute", "enterprise": "10000/minute"}
+    )
+
+    # -- file storage (KYC documents) -------------------------------------------------------
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    kyc_max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -101,6 +150,20 @@ class Settings(BaseSettings):
             checked.append(f"{parts.scheme}://{parts.netloc}")
         return checked
 
+    @field_validator("rate_limit_tier_overrides", mode="before")
+    @classmethod
+    def _split_tier_overrides(cls, value: object) -> object:
+        # Comma-separated in the environment: pro=3000/minute,enterprise=10000/minute
+        if not isinstance(value, str):
+            return value
+        overrides = {}
+        for part in filter(None, (item.strip() for item in value.split(","))):
+            tier, sep, limit = part.partition("=")
+            if not sep or not tier.strip() or not limit.strip():
+                raise ValueError(f"{part!r} is not tier=limit, e.g. pro=3000/minute")
+            overrides[tier.strip()] = limit.strip()
+        return overrides
+
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str | None) -> str | None:
@@ -139,6 +202,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve_runtime_values(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
+        if self.storage_dir is None:
+            # Outside any served path: nothing under DATA_DIR is ever served over HTTP.
+            self.storage_dir = self.data_dir / "files"
+        self.storage_dir = self.storage_dir.expanduser().resolve()
+        if self.storage_backend == "s3":
+            if not self.s3_bucket:
+                raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+            _require_module("boto3", "the S3 client", "s3")
         if self.database_url is None:
             self.database_url = f"{_SQLITE_DRIVER}:///{self.data_dir / 'tradeos.db'}"
         if self.jwt_secret_key is None and self.environment != "production":

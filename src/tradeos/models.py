@@ -1,6 +1,25 @@
 """Every table of TradeOS, imported in one place for Alembic (migrations/env.py reads this)."""
 
-from tradeos.accounts.models import User
+from tradeos.accounts.models import (
+    ApiKey,
+    AuditEvent,
+    AuthSession,
+    Device,
+    KycDocument,
+    License,
+    RefreshToken,
+    User,
+)
 from tradeos.core.db import Base
 
-__all__ = ["Base", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "AuthSession",
+    "Base",
+    "Device",
+    "KycDocument",
+    "License",
+    "RefreshToken",
+    "User",
+]
