@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -128,6 +129,11 @@ def settings_factory(tmp_path: Path, database_url: str) -> Callable[..., Setting
             "data_dir": tmp_path / "data",
             "database_url": database_url,
             "redis_url": TEST_REDIS_URL,
+            # Each test's Redis keys (rate-limit counters, lockouts) are its own.
+            "redis_key_prefix": f"test-{uuid.uuid4().hex}",
+            # Generous, so tests that sign in many times are not limited; the rate-limit
+            # tests set the limits they check.
+            "rate_limit_auth": "10000/minute",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -11,6 +11,11 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from tradeos import __version__
+from tradeos.accounts.kyc_router import routers as kyc_routers
+from tradeos.accounts.router import routers as accounts_routers
+from tradeos.accounts.service import LoginGuard
+from tradeos.admin.router import routers as admin_routers
+from tradeos.billing.router import routers as billing_routers
 from tradeos.config import Settings, get_settings
 from tradeos.core.db import Database
 from tradeos.core.errors import install_error_handlers
@@ -22,12 +27,18 @@ from tradeos.core.middleware import (
     HeadAsGetMiddleware,
     ProblemCORSMiddleware,
 )
+from tradeos.core.openapi import install_problem_openapi
+from tradeos.core.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from tradeos.core.redis import make_redis
 from tradeos.core.routing import APIRouter, JSONRoute
 from tradeos.core.status import api_root, probes
+from tradeos.core.storage import make_storage
 
 API_PREFIX = "/api/v1"
 GZIP_MINIMUM_BYTES = 1024
+KYC_UPLOAD_PATH = f"{API_PREFIX}/auth/kyc/upload"
+# Room for the multipart framing and form fields around an uploaded file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 logger = structlog.get_logger("tradeos.app")
 
@@ -36,6 +47,8 @@ def _api_router() -> APIRouter:
     """Every versioned endpoint. Domain routers are included here as they are built."""
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(api_root)
+    for router in (*accounts_routers, *kyc_routers, *admin_routers, *billing_routers):
+        api.include_router(router)
     return api
 
 
@@ -44,6 +57,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.database = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
     app.state.redis = make_redis(settings.redis_url) if settings.redis_url else None
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    # Lockout counters are security state: always the exact moving window, never disabled.
+    app.state.login_guard = LoginGuard(
+        RateLimiter(
+            strategy="moving-window",
+            redis_url=settings.redis_url,
+            key_prefix=f"{settings.redis_key_prefix}:security",
+            fail_open=False,
+        ),
+        settings,
+    )
+    app.state.storage = make_storage(settings)
     logger.info(
         "startup",
         version=__version__,
@@ -54,6 +79,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.storage.aclose()
+        await app.state.login_guard.limiter.aclose()
+        await app.state.rate_limiter.aclose()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await app.state.database.dispose()
@@ -77,6 +105,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.router.route_class = JSONRoute
     app.state.settings = settings
     install_error_handlers(app)
+    install_problem_openapi(app)
 
     app.include_router(probes)
     app.include_router(_api_router())
@@ -87,9 +116,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Each add wraps everything added before it, so this reads innermost first. The outcome,
     # outermost first: request context -> error boundary -> HEAD -> CORS -> GZip -> metrics
-    # -> body limit -> error boundary -> routing (see core/middleware.py).
+    # -> body limit -> rate-limit headers -> error boundary -> routing (see core/middleware.py).
     app.add_middleware(ErrorBoundaryMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_request_body_bytes,
+        # A KYC document may be larger than any JSON body; the endpoint checks the file itself.
+        path_limits={KYC_UPLOAD_PATH: settings.kyc_max_upload_bytes + MULTIPART_OVERHEAD_BYTES},
+    )
     install_metrics(app)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
     if settings.cors_origins:

@@ -31,6 +31,8 @@ from tradeos.core.logging import configure_logging, redact_text
 app = typer.Typer(name="tradeos", help="TradeOS trading platform backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database: migrations, demo data, reset.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="User accounts: create administrators.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console()
 logger = structlog.get_logger("tradeos.cli")
@@ -265,11 +267,10 @@ def db_seed(
                 if exists:
                     rows.append((username, email, "exists, left unchanged", False))
                     continue
-                # A unit of work of its own: create_user hashes before it takes the write lock.
-                async with database.session() as session:
-                    await accounts.create_user(
-                        session, email=email, username=username, password=password, role=role
-                    )
+                # register hashes first, then takes the write lock for its own unit of work.
+                await accounts.register(
+                    database, email=email, username=username, password=password, role=role
+                )
                 rows.append((username, email, password if generated else "(as given)", generated))
         finally:
             await database.dispose()
@@ -286,6 +287,77 @@ def db_seed(
     console.print(table)
     if any(generated for *_, generated in rows):
         console.print("Generated passwords are shown only this once: store them now.")
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    email: Annotated[str, typer.Option(help="The administrator's email.")],
+    username: Annotated[str, typer.Option(help="The administrator's username.")],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRADEOS_ADMIN_PASSWORD",
+            help="The password. Asked for on a terminal; otherwise generated and printed once.",
+        ),
+    ] = None,
+    super_admin: Annotated[
+        bool,
+        typer.Option(
+            "--super/--no-super", help="A super admin (may grant admin) or a plain admin."
+        ),
+    ] = True,
+) -> None:
+    """Create an administrator account (a super admin unless --no-super)."""
+    from tradeos.accounts import management
+    from tradeos.accounts.models import Role
+    from tradeos.accounts.schemas import RegisterRequest
+    from tradeos.core.errors import Conflict
+
+    generated = False
+    if password is None:
+        if _stdin_is_terminal():
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        else:
+            password, generated = secrets.token_urlsafe(16), True
+    try:
+        # The same rules as sign-up: a valid email and username, a password not easily guessed.
+        request = RegisterRequest(email=email, username=username, password=password)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            typer.secho(f"Invalid {field}: {message}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    role = Role.SUPER_ADMIN if super_admin else Role.ADMIN
+    settings = load_settings()
+
+    async def create() -> tuple[int, str]:
+        database = Database(settings.sqlalchemy_url)
+        try:
+            user = await management.create_admin(
+                database,
+                email=str(request.email),
+                username=request.username,
+                password=request.password,
+                role=role,
+            )
+            return user.id, user.username
+        finally:
+            await database.dispose()
+
+    with _database_errors(settings):
+        _prepare_database(settings)
+        try:
+            user_id, name = asyncio.run(create())
+        except Conflict as error:
+            _fail(f"Not created: {error.detail}", code=1)
+    typer.echo(f"Created {role.value.replace('_', ' ')} {name} <{request.email}> (id {user_id}).")
+    if generated:
+        typer.echo(f"Password (shown only this once, store it now): {password}")
 
 
 def main() -> None:

@@ -1,26 +1,26 @@
-"""Account use cases available so far: creating and finding users."""
+"""Account use cases: creating and finding users."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.factories import make_user
+from tests.factories import make_user, password_hash
 from tradeos.accounts import service
 from tradeos.accounts.models import Role
+from tradeos.core.db import Database
 from tradeos.core.errors import Conflict
 from tradeos.core.security import verify_password
 
 
-async def test_create_user_hashes_the_password(session: AsyncSession) -> None:
-    user = await service.create_user(
-        session,
+async def test_register_hashes_the_password(database: Database) -> None:
+    user = await service.register(
+        database,
         email="Ada@Example.com",
         username="ada",
         password="analytical-engine",
         role=Role.ADMIN,
     )
-    await session.commit()
     assert user.id is not None and user.role == "admin" and user.is_active
     assert "analytical-engine" not in user.password_hash
     assert (await verify_password("analytical-engine", user.password_hash))[0]
@@ -45,5 +45,7 @@ async def test_taken_email_or_username_is_a_conflict(
     session: AsyncSession, email: str, username: str
 ) -> None:
     await make_user(session, email="ada@example.com", username="ada")
-    with pytest.raises(Conflict, match="already taken"):
-        await service.create_user(session, email=email, username=username, password="long-enough-1")
+    with pytest.raises(Conflict, match="already registered"):
+        await service.create_user(
+            session, email=email, username=username, password_hash=password_hash()
+        )

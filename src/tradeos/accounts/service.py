@@ -1,13 +1,152 @@
-"""Account use cases. Each takes the caller's session and flushes; the caller commits."""
+"""Identity use cases: registration, logins and sessions, tokens, API keys, devices, audit.
+
+Most functions take the caller's session and flush; the request boundary commits. The ones
+that check a password (login, register, password change) take the `Database` instead and open
+short units of work around the hashing: argon2 takes ~0.3 s, and on SQLite a unit of work
+holds the process's only connection, so no unit of work may wait for a hash.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tradeos.accounts.models import Role, User
-from tradeos.core.errors import Conflict
-from tradeos.core.security import hash_password
+from tradeos.accounts.models import (
+    ApiKey,
+    AuditEvent,
+    AuthSession,
+    Device,
+    License,
+    RefreshToken,
+    Role,
+    User,
+)
+from tradeos.accounts.schemas import DeviceInfo, TokenPair
+from tradeos.billing.plans import Feature, Quota, plan_for
+from tradeos.config import Settings
+from tradeos.core.db import Database, utcnow
+from tradeos.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from tradeos.core.ratelimit import RateLimiter
+from tradeos.core.security import (
+    API_KEY_DISPLAY_LENGTH,
+    InvalidToken,
+    api_key_digest,
+    decode_access_token,
+    hash_password,
+    issue_access_token,
+    new_api_key,
+    new_refresh_token,
+    token_digest,
+    verify_password,
+)
+
+# What each role may do; an API key narrows this further, never widens it.
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    Role.USER: frozenset({"read", "trade"}),
+    Role.ADMIN: frozenset({"read", "trade", "admin"}),
+    Role.SUPER_ADMIN: frozenset({"read", "trade", "admin"}),
+}
+# last_used_at of an API key is written at most this often: a busy key must not turn every
+# read into a write.
+API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class Audit(StrEnum):
+    """The actions written to the audit log (names of events, not secrets)."""
+
+    REGISTERED = "user_registered"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOGIN_LOCKED = "login_locked"
+    LOGOUT = "logout"
+    LOGOUT_ALL = "logout_all"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PROFILE_UPDATED = "profile_updated"
+    API_KEY_CREATED = "api_key_created"
+    API_KEY_REVOKED = "api_key_revoked"
+    DEVICE_REGISTERED = "device_registered"
+    DEVICE_REFUSED = "device_refused"
+    DEVICE_REMOVED = "device_removed"
+    ROLE_CHANGED = "role_changed"
+    TIER_CHANGED = "tier_changed"
+    USER_ACTIVATED = "user_activated"
+    USER_DEACTIVATED = "user_deactivated"
+    KYC_UPLOADED = "kyc_uploaded"
+    KYC_APPROVED = "kyc_approved"
+    KYC_REJECTED = "kyc_rejected"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user, through a login session (JWT) or an API key, with its scopes."""
+
+    user_id: int
+    username: str
+    role: str
+    tier: str
+    scopes: frozenset[str]
+    session_id: int | None = None
+    api_key_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (Role.ADMIN, Role.SUPER_ADMIN)
+
+    def has_feature(self, feature: Feature) -> bool:
+        return plan_for(self.tier).has(feature)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Where a request comes from, for sessions and the audit log."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class AccountLocked(RateLimited):
+    slug, title = "account-locked", "Too many failed sign-in attempts"
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def record_audit(
+    session: AsyncSession,
+    action: str,
+    *,
+    actor_id: int | None = None,
+    target_user_id: int | None = None,
+    ip: str | None = None,
+    **details: Any,
+) -> None:
+    session.add(
+        AuditEvent(
+            action=action,
+            actor_id=actor_id,
+            target_user_id=target_user_id,
+            ip_address=ip,
+            details=details,
+        )
+    )
+
+
+# -- users -----------------------------------------------------------------------------------
 
 
 async def find_user(session: AsyncSession, login: str) -> User | None:
@@ -17,21 +156,65 @@ async def find_user(session: AsyncSession, login: str) -> User | None:
     return (await session.scalars(query)).first()
 
 
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def _ensure_available(
+    session: AsyncSession, *, email: str | None, username: str | None, except_id: int | None = None
+) -> None:
+    for field, value, column in (
+        ("email", email, User.email),
+        ("username", username, User.username),
+    ):
+        if value is None:
+            continue
+        query = select(User.id).where(func.lower(column) == value.strip().lower())
+        if except_id is not None:
+            query = query.where(User.id != except_id)
+        if await session.scalar(query) is not None:
+            raise Conflict(
+                f"That {field} is already registered.",
+                errors=[{"field": f"body.{field}", "message": "already taken", "type": "conflict"}],
+            )
+
+
+def _license_for(user: User) -> License:
+    license_ = License(user_id=user.id)
+    _apply_plan(license_, user.tier)
+    return license_
+
+
+def _apply_plan(license_: License, tier: str) -> None:
+    plan = plan_for(tier)
+    license_.plan = plan.tier.value
+    license_.features = sorted(plan.features)
+    license_.max_devices = plan.quota(Quota.MAX_DEVICES) or 0
+
+
+async def change_tier(session: AsyncSession, user: User, tier: str) -> None:
+    """Move a user to another tier; the license follows the plan."""
+    user.tier = plan_for(tier).tier.value
+    _apply_plan(await get_license(session, user), user.tier)
+    await session.flush()
+
+
 async def create_user(
     session: AsyncSession,
     *,
     email: str,
     username: str,
-    password: str,
+    password_hash: str,
     role: Role = Role.USER,
     full_name: str | None = None,
+    client: ClientInfo | None = None,
 ) -> User:
-    # Hash before touching the database: argon2 takes ~0.3 s, and on SQLite the session's one
-    # connection (and with it every other request) would wait for it.
-    password_hash = await hash_password(password)
-    for login in (email, username):
-        if await find_user(session, login) is not None:
-            raise Conflict(f"{login!r} is already taken.")
+    """A new account with its license. The password is hashed by the caller, outside any
+    unit of work."""
+    await _ensure_available(session, email=email, username=username)
     user = User(
         email=email.strip(),
         username=username.strip(),
@@ -41,4 +224,676 @@ async def create_user(
     )
     session.add(user)
     await session.flush()
+    session.add(_license_for(user))
+    record_audit(
+        session,
+        Audit.REGISTERED,
+        actor_id=user.id,
+        target_user_id=user.id,
+        ip=client.ip if client else None,
+    )
+    await session.flush()
     return user
+
+
+async def register(
+    database: Database,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    full_name: str | None = None,
+    role: Role = Role.USER,
+    client: ClientInfo | None = None,
+) -> User:
+    password_hash = await hash_password(password)
+    async with database.session() as session:
+        user = await create_user(
+            session,
+            email=email,
+            username=username,
+            password_hash=password_hash,
+            role=role,
+            full_name=full_name,
+            client=client,
+        )
+    return user
+
+
+async def update_profile(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    changes: dict[str, Any],
+    client: ClientInfo | None = None,
+) -> User:
+    user = await get_user(session, user_id)
+    await _ensure_available(
+        session, email=changes.get("email"), username=changes.get("username"), except_id=user_id
+    )
+    for field in ("email", "username", "full_name"):
+        if field in changes:
+            setattr(user, field, changes[field])
+    record_audit(
+        session,
+        Audit.PROFILE_UPDATED,
+        actor_id=user_id,
+        target_user_id=user_id,
+        ip=client.ip if client else None,
+        fields=sorted(changes),
+    )
+    await session.flush()
+    return user
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def _access_token(settings: Settings, user: User, auth_session: AuthSession) -> tuple[str, int]:
+    lifetime = timedelta(minutes=settings.access_token_minutes)
+    assert settings.jwt_secret_key is not None  # settings refuse to start without one
+    token = issue_access_token(
+        secret=settings.jwt_secret_key.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        subject=str(user.id),
+        lifetime=lifetime,
+        now=utcnow(),
+        claims={
+            "sid": auth_session.id,
+            "role": user.role,
+            "tier": user.tier,
+            "scopes": sorted(ROLE_SCOPES.get(user.role, frozenset())),
+        },
+    )
+    return token, int(lifetime.total_seconds())
+
+
+async def _issue_refresh_token(session: AsyncSession, auth_session: AuthSession) -> str:
+    token = new_refresh_token()
+    session.add(RefreshToken(session_id=auth_session.id, token_hash=token_digest(token)))
+    await session.flush()
+    return token
+
+
+async def open_session(
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    *,
+    device: Device | None,
+    client: ClientInfo,
+) -> TokenPair:
+    now = utcnow()
+    auth_session = AuthSession(
+        user_id=user.id,
+        device_id=device.id if device else None,
+        ip_address=client.ip,
+        user_agent=(client.user_agent or "")[:300] or None,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(days=settings.refresh_token_days),
+    )
+    session.add(auth_session)
+    await session.flush()
+    refresh_token = await _issue_refresh_token(session, auth_session)
+    access_token, expires_in = _access_token(settings, user, auth_session)
+    return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in)
+
+
+# -- login and brute-force protection ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginGuard:
+    """The counters behind lockout and per-address limits, kept in the rate limiter's storage
+    (in-process, or Redis shared by every API process)."""
+
+    limiter: RateLimiter
+    settings: Settings
+
+    @property
+    def _failures(self) -> str:
+        s = self.settings
+        return f"{s.login_max_failures} per {s.login_failure_window_minutes} minutes"
+
+    @property
+    def _lock(self) -> str:
+        return f"1 per {self.settings.login_lockout_minutes} minutes"
+
+    @property
+    def _ip_failures(self) -> str:
+        s = self.settings
+        return f"{s.login_max_failures_per_ip} per {s.login_failure_window_minutes} minutes"
+
+    async def check(self, account_key: str, ip: str) -> None:
+        by_ip = await self.limiter.peek(self._ip_failures, "login-failures-ip", ip)
+        if not by_ip.allowed:
+            raise RateLimited(
+                "Too many failed sign-in attempts from your network address. "
+                f"Try again in {by_ip.retry_after} s.",
+                retry_after=by_ip.retry_after,
+            )
+        lock = await self.limiter.peek(self._lock, "login-lock", account_key)
+        if not lock.allowed:
+            raise self._locked(lock.retry_after)
+
+    async def failed(self, account_key: str, ip: str) -> bool:
+        """Count a failure; True when it locks the account."""
+        await self.limiter.hit(self._ip_failures, "login-failures-ip", ip)
+        failures = await self.limiter.hit(self._failures, "login-failures", account_key)
+        if failures.remaining > 0 and failures.allowed:
+            return False
+        await self.limiter.hit(self._lock, "login-lock", account_key)
+        # After the lock ends the account gets its full number of attempts again.
+        await self.limiter.clear(self._failures, "login-failures", account_key)
+        return True
+
+    async def succeeded(self, account_key: str) -> None:
+        await self.limiter.clear(self._failures, "login-failures", account_key)
+
+    def _locked(self, retry_after: int) -> AccountLocked:
+        minutes = max(1, round(retry_after / 60))
+        # The same words whether or not the account exists.
+        return AccountLocked(
+            "Too many failed sign-in attempts for this account. It is locked; "
+            f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+            retry_after=retry_after,
+        )
+
+    async def locked_error(self, account_key: str) -> AccountLocked:
+        lock = await self.limiter.peek(self._lock, "login-lock", account_key)
+        return self._locked(lock.retry_after)
+
+
+async def login(
+    database: Database,
+    guard: LoginGuard,
+    *,
+    login_name: str,
+    password: str,
+    device_info: DeviceInfo | None,
+    client: ClientInfo,
+) -> TokenPair:
+    settings = guard.settings
+    ip = client.ip or "unknown"
+    async with database.session(write=False) as session:
+        user = await find_user(session, login_name)
+        user_id = user.id if user else None
+        stored_hash = user.password_hash if user else None
+        is_active = user.is_active if user else False
+    # Attempts on one account count together whether it is named by email or username;
+    # unknown names are counted (and locked) the same way, so nothing tells them apart.
+    account_key = f"user:{user_id}" if user_id else f"name:{login_name.strip().lower()}"
+    await guard.check(account_key, ip)
+
+    matches, new_hash = await verify_password(password, stored_hash)
+    if not matches:
+        locked = await guard.failed(account_key, ip)
+        async with database.session() as session:
+            record_audit(session, Audit.LOGIN_FAILED, target_user_id=user_id, ip=ip)
+            if locked:
+                record_audit(session, Audit.LOGIN_LOCKED, target_user_id=user_id, ip=ip)
+        if locked:
+            raise await guard.locked_error(account_key)
+        raise Unauthorized("The login or password is wrong.")
+    assert user_id is not None
+    if not is_active:
+        raise Forbidden("This account is disabled. Contact support.")
+    await guard.succeeded(account_key)
+
+    async with database.session() as session:
+        user = await get_user(session, user_id)
+        if new_hash:  # hashing parameters changed since this password was set
+            user.password_hash = new_hash
+        try:
+            device = (
+                await _register_device(session, user, device_info, client) if device_info else None
+            )
+        except Forbidden as refusal:
+            # Refused, but the refusal is recorded: the unit of work still commits.
+            record_audit(
+                session, Audit.DEVICE_REFUSED, actor_id=user.id, target_user_id=user.id, ip=ip
+            )
+            refused: Forbidden | None = refusal
+        else:
+            refused = None
+            user.last_login_at = utcnow()
+            tokens = await open_session(session, settings, user, device=device, client=client)
+            record_audit(
+                session,
+                Audit.LOGIN,
+                actor_id=user.id,
+                target_user_id=user.id,
+                ip=client.ip,
+                device_id=device.id if device else None,
+            )
+    if refused is not None:
+        raise refused
+    return tokens
+
+
+# -- refresh and logout ----------------------------------------------------------------------
+
+
+async def refresh(database: Database, settings: Settings, refresh_token: str) -> TokenPair:
+    """Exchange a refresh token for a new pair. Each token works once: presenting a used one
+    again means it was copied, so the whole session (every token descended from that login)
+    is revoked."""
+    now = utcnow()
+    reused = False
+    tokens: TokenPair | None = None
+    async with database.session() as session:
+        row = (
+            await session.execute(
+                select(RefreshToken, AuthSession, User)
+                .join(AuthSession, RefreshToken.session_id == AuthSession.id)
+                .join(User, AuthSession.user_id == User.id)
+                .where(RefreshToken.token_hash == token_digest(refresh_token))
+            )
+        ).first()
+        if row is not None:
+            token, auth_session, user = row
+            # Marking it used is one conditional UPDATE, so two concurrent exchanges of the
+            # same token cannot both succeed: the loser is treated as reuse.
+            claimed = await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                reused = True
+                if auth_session.revoked_at is None:
+                    auth_session.revoked_at = now
+                    auth_session.revoked_reason = "token_reuse"
+                    record_audit(
+                        session,
+                        Audit.REFRESH_TOKEN_REUSED,
+                        target_user_id=user.id,
+                        session_id=auth_session.id,
+                    )
+            elif (
+                auth_session.revoked_at is None and auth_session.expires_at > now and user.is_active
+            ):
+                auth_session.last_used_at = now
+                auth_session.expires_at = now + timedelta(days=settings.refresh_token_days)
+                new_token = await _issue_refresh_token(session, auth_session)
+                access_token, expires_in = _access_token(settings, user, auth_session)
+                tokens = TokenPair(
+                    access_token=access_token, refresh_token=new_token, expires_in=expires_in
+                )
+    if reused:
+        raise Unauthorized(
+            "This refresh token was already used. The session has been ended for safety; "
+            "sign in again."
+        )
+    if tokens is None:
+        raise Unauthorized("The refresh token is not valid or its session has ended.")
+    return tokens
+
+
+async def revoke_sessions(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    reason: str,
+    only_session: int | None = None,
+    keep_session: int | None = None,
+) -> int:
+    """Revoke one, all, or all-but-one of a user's sessions; how many were revoked."""
+    query = (
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    if only_session is not None:
+        query = query.where(AuthSession.id == only_session)
+    if keep_session is not None:
+        query = query.where(AuthSession.id != keep_session)
+    result = await session.execute(query)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def logout(session: AsyncSession, principal: Principal, client: ClientInfo) -> None:
+    await revoke_sessions(
+        session, principal.user_id, reason="logout", only_session=principal.session_id
+    )
+    record_audit(
+        session,
+        Audit.LOGOUT,
+        actor_id=principal.user_id,
+        target_user_id=principal.user_id,
+        ip=client.ip,
+    )
+
+
+async def logout_all(session: AsyncSession, principal: Principal, client: ClientInfo) -> int:
+    count = await revoke_sessions(session, principal.user_id, reason="logout_all")
+    record_audit(
+        session,
+        Audit.LOGOUT_ALL,
+        actor_id=principal.user_id,
+        target_user_id=principal.user_id,
+        ip=client.ip,
+        sessions=count,
+    )
+    return count
+
+
+async def change_password(
+    database: Database,
+    principal: Principal,
+    *,
+    current_password: str,
+    new_password: str,
+    client: ClientInfo,
+) -> None:
+    """Needs the current password; every other session of the user ends."""
+    async with database.session(write=False) as session:
+        stored_hash = (await get_user(session, principal.user_id)).password_hash
+    matches, _ = await verify_password(current_password, stored_hash)
+    if not matches:
+        raise Forbidden(
+            "The current password is wrong.",
+            errors=[{"field": "body.current_password", "message": "is wrong", "type": "invalid"}],
+        )
+    new_hash = await hash_password(new_password)
+    async with database.session() as session:
+        user = await get_user(session, principal.user_id)
+        user.password_hash = new_hash
+        user.password_changed_at = utcnow()
+        await revoke_sessions(
+            session, user.id, reason="password_change", keep_session=principal.session_id
+        )
+        record_audit(
+            session, Audit.PASSWORD_CHANGED, actor_id=user.id, target_user_id=user.id, ip=client.ip
+        )
+
+
+# -- authentication of requests --------------------------------------------------------------
+
+
+async def authenticate_access_token(
+    session: AsyncSession, settings: Settings, token: str
+) -> Principal:
+    assert settings.jwt_secret_key is not None
+    try:
+        claims = decode_access_token(
+            token,
+            secret=settings.jwt_secret_key.get_secret_value(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        user_id = int(claims["sub"])
+        session_id = int(claims["sid"])
+    except InvalidToken as error:
+        raise Unauthorized(str(error), headers=_bearer_error("invalid_token")) from None
+    except (KeyError, TypeError, ValueError):
+        raise Unauthorized(
+            "The access token is not valid.", headers=_bearer_error("invalid_token")
+        ) from None
+    row = (
+        await session.execute(
+            select(User, AuthSession)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == user_id, AuthSession.id == session_id)
+        )
+    ).first()
+    if row is None:
+        raise Unauthorized("The access token is not valid.", headers=_bearer_error("invalid_token"))
+    user, auth_session = row
+    if auth_session.revoked_at is not None or auth_session.expires_at <= utcnow():
+        raise Unauthorized(
+            "This session has ended; sign in again.", headers=_bearer_error("invalid_token")
+        )
+    if not user.is_active:
+        raise Unauthorized("This account is disabled.", headers=_bearer_error("invalid_token"))
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        tier=user.tier,
+        scopes=ROLE_SCOPES.get(user.role, frozenset()),
+        session_id=auth_session.id,
+    )
+
+
+async def authenticate_api_key(session: AsyncSession, settings: Settings, key: str) -> Principal:
+    assert settings.jwt_secret_key is not None
+    digest = api_key_digest(key, settings.jwt_secret_key.get_secret_value())
+    row = (
+        await session.execute(
+            select(ApiKey, User)
+            .join(User, ApiKey.user_id == User.id)
+            .where(ApiKey.key_hash == digest)
+        )
+    ).first()
+    now = utcnow()
+    if row is None:
+        raise Unauthorized("The API key is not valid.", headers=_api_key_challenge())
+    api_key, user = row
+    if api_key.revoked_at is not None:
+        raise Unauthorized("The API key has been revoked.", headers=_api_key_challenge())
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise Unauthorized("The API key has expired.", headers=_api_key_challenge())
+    if not user.is_active:
+        raise Unauthorized("This account is disabled.", headers=_api_key_challenge())
+    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
+        api_key.last_used_at = now
+        await session.flush()
+    # A key keeps only the scopes its owner still has (a demoted admin's key loses `admin`).
+    scopes = frozenset(api_key.scopes) & ROLE_SCOPES.get(user.role, frozenset())
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        tier=user.tier,
+        scopes=scopes,
+        api_key_id=api_key.id,
+    )
+
+
+def _bearer_error(code: str) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Bearer realm="tradeos", error="{code}"'}
+
+
+def _api_key_challenge() -> dict[str, str]:
+    return {"WWW-Authenticate": 'ApiKey realm="tradeos", header="X-API-Key"'}
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None,
+    client: ClientInfo,
+) -> tuple[ApiKey, str]:
+    """A new key and its secret, which is returned this once and never stored."""
+    beyond = sorted(set(scopes) - principal.scopes)
+    if beyond:
+        raise Forbidden(
+            f"You cannot grant scopes you do not have: {', '.join(beyond)}.",
+            errors=[
+                {"field": "body.scopes", "message": "exceeds your own scopes", "type": "forbidden"}
+            ],
+        )
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValidationFailed(
+            "expires_at must be in the future.",
+            errors=[
+                {
+                    "field": "body.expires_at",
+                    "message": "must be in the future",
+                    "type": "value_error",
+                }
+            ],
+        )
+    limit = plan_for(principal.tier).quota(Quota.MAX_API_KEYS)
+    active = await session.scalar(
+        select(func.count()).select_from(ApiKey).where(*_active_keys(principal.user_id))
+    )
+    if limit is not None and int(active or 0) >= limit:
+        raise Forbidden(
+            f"Your plan allows {limit} active API keys. Revoke one or upgrade your plan."
+        )
+    assert settings.jwt_secret_key is not None
+    secret = new_api_key()
+    api_key = ApiKey(
+        user_id=principal.user_id,
+        name=name,
+        prefix=secret[:API_KEY_DISPLAY_LENGTH],
+        key_hash=api_key_digest(secret, settings.jwt_secret_key.get_secret_value()),
+        scopes=sorted(scopes),
+        expires_at=expires_at,
+    )
+    session.add(api_key)
+    await session.flush()
+    record_audit(
+        session,
+        Audit.API_KEY_CREATED,
+        actor_id=principal.user_id,
+        target_user_id=principal.user_id,
+        ip=client.ip,
+        api_key_id=api_key.id,
+        prefix=api_key.prefix,
+        scopes=api_key.scopes,
+    )
+    return api_key, secret
+
+
+def _active_keys(user_id: int) -> tuple[Any, ...]:
+    now = utcnow()
+    return (
+        ApiKey.user_id == user_id,
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+    )
+
+
+def api_keys_query(user_id: int) -> Any:
+    """The user's usable keys, newest first (for a paginated list)."""
+    return (
+        select(ApiKey)
+        .where(*_active_keys(user_id))
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    )
+
+
+async def revoke_api_key(
+    session: AsyncSession, principal: Principal, key_id: int, client: ClientInfo
+) -> None:
+    api_key = await session.scalar(
+        select(ApiKey).where(
+            ApiKey.id == key_id, ApiKey.user_id == principal.user_id, ApiKey.revoked_at.is_(None)
+        )
+    )
+    if api_key is None:
+        raise NotFound("No such API key.")
+    api_key.revoked_at = utcnow()
+    record_audit(
+        session,
+        Audit.API_KEY_REVOKED,
+        actor_id=principal.user_id,
+        target_user_id=principal.user_id,
+        ip=client.ip,
+        api_key_id=api_key.id,
+        prefix=api_key.prefix,
+    )
+    await session.flush()
+
+
+# -- licenses and devices --------------------------------------------------------------------
+
+
+def device_fingerprint(info: DeviceInfo) -> str:
+    """The same machine and client describe themselves the same way, so they map to one slot."""
+    described = {
+        "platform": info.platform.lower(),
+        "processor": (info.processor or "").lower(),
+        "memory": (info.memory or "").lower(),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+async def get_license(session: AsyncSession, user: User) -> License:
+    license_ = await session.scalar(select(License).where(License.user_id == user.id))
+    if license_ is None:  # users made before licenses existed get theirs on first use
+        license_ = _license_for(user)
+        session.add(license_)
+        await session.flush()
+    return license_
+
+
+async def _register_device(
+    session: AsyncSession, user: User, info: DeviceInfo, client: ClientInfo
+) -> Device:
+    fingerprint = device_fingerprint(info)
+    device = await session.scalar(
+        select(Device).where(Device.user_id == user.id, Device.fingerprint == fingerprint)
+    )
+    now = utcnow()
+    license_ = await get_license(session, user)
+    if license_.expires_at is not None and license_.expires_at <= now:
+        raise Forbidden("Your license has expired; renew it to sign in from a desktop client.")
+    if device is None:
+        used = await session.scalar(
+            select(func.count()).select_from(Device).where(Device.user_id == user.id)
+        )
+        if int(used or 0) >= license_.max_devices:
+            raise Forbidden(
+                f"Your license allows {license_.max_devices} device"
+                f"{'s' if license_.max_devices != 1 else ''} and all are in use. Remove one "
+                "with DELETE /api/v1/auth/devices/{id}, or upgrade your plan.",
+                extra={"max_devices": license_.max_devices},
+            )
+        device = Device(user_id=user.id, fingerprint=fingerprint, platform=info.platform)
+        session.add(device)
+        record_audit(
+            session, Audit.DEVICE_REGISTERED, actor_id=user.id, target_user_id=user.id, ip=client.ip
+        )
+    device.platform = info.platform
+    device.processor = info.processor
+    device.memory = info.memory
+    device.client_version = info.client_version
+    device.last_seen_at = now
+    await session.flush()
+    return device
+
+
+async def list_devices(session: AsyncSession, user_id: int) -> list[Device]:
+    query = (
+        select(Device).where(Device.user_id == user_id).order_by(Device.first_seen_at, Device.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def remove_device(
+    session: AsyncSession, principal: Principal, device_id: int, client: ClientInfo
+) -> None:
+    device = await session.scalar(
+        select(Device).where(Device.id == device_id, Device.user_id == principal.user_id)
+    )
+    if device is None:
+        raise NotFound("No such device.")
+    # Sessions signed in from that device end with it.
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.device_id == device.id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason="device_removed")
+    )
+    await session.delete(device)
+    record_audit(
+        session,
+        Audit.DEVICE_REMOVED,
+        actor_id=principal.user_id,
+        target_user_id=principal.user_id,
+        ip=client.ip,
+        device_id=device_id,
+    )
+    await session.flush()

@@ -1,0 +1,192 @@
+"""Who is asking, and may they: the dependencies every protected endpoint declares.
+
+    @router.post("/orders", dependencies=[RequireScope("trade")])
+    async def place_order(principal: PrincipalDep, ...): ...
+
+`Authorization: Bearer <jwt>` and `X-API-Key: trd_…` resolve to the same `Principal`. Every
+authenticated request also counts against its user's overall rate limit (per tier).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tradeos.accounts import service
+from tradeos.accounts.models import Role
+from tradeos.accounts.service import ClientInfo, LoginGuard, Principal
+from tradeos.billing.plans import Feature
+from tradeos.config import Settings
+from tradeos.core.deps import DatabaseDep, SessionDep, SettingsDep
+from tradeos.core.errors import Forbidden, Unauthorized
+from tradeos.core.ratelimit import RateLimiter, client_ip, enforce, user_limit_for_tier
+from tradeos.core.security import looks_like_api_key
+
+# auto_error=False: a missing credential is answered by us, as a problem document.
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login.")
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key `trd_…` from POST /api-keys."
+)
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter = request.app.state.rate_limiter
+    assert isinstance(limiter, RateLimiter)
+    return limiter
+
+
+def get_login_guard(request: Request) -> LoginGuard:
+    guard = request.app.state.login_guard
+    assert isinstance(guard, LoginGuard)
+    return guard
+
+
+def get_client(request: Request) -> ClientInfo:
+    return ClientInfo(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
+ClientDep = Annotated[ClientInfo, Depends(get_client)]
+
+
+async def _authenticate(
+    request: Request,
+    session: AsyncSession,
+    settings: Settings,
+    limiter: RateLimiter,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+) -> Principal:
+    if bearer is not None and api_key is not None:
+        raise Unauthorized("Send either a bearer token or an API key, not both.")
+    if bearer is not None:
+        principal = await service.authenticate_access_token(session, settings, bearer.credentials)
+    elif api_key is not None:
+        if not looks_like_api_key(api_key):
+            raise Unauthorized(
+                "The API key is not valid.",
+                headers={"WWW-Authenticate": 'ApiKey realm="tradeos", header="X-API-Key"'},
+            )
+        principal = await service.authenticate_api_key(session, settings, api_key)
+    else:
+        raise Unauthorized("Sign in: send `Authorization: Bearer <token>` or `X-API-Key`.")
+    # The access log and error reports name the user (core.logging reads this).
+    request.state.user_id = principal.user_id
+    await enforce(
+        limiter,
+        request,
+        user_limit_for_tier(settings, principal.tier),
+        "user",
+        str(principal.user_id),
+    )
+    return principal
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    limiter: RateLimiterDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The principal, looked up in the request's unit of work."""
+    return await _authenticate(request, session, settings, limiter, bearer, api_key)
+
+
+async def get_principal_before_work(
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    limiter: RateLimiterDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The principal, looked up in a short unit of work of its own: for endpoints that do slow
+    work (password hashing) before they open theirs, and so take no request session."""
+    async with database.session() as session:
+        return await _authenticate(request, session, settings, limiter, bearer, api_key)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_session_principal(principal: PrincipalDep) -> Principal:
+    """For what only an interactive login may do (logout, password change)."""
+    if principal.session_id is None:
+        raise Forbidden("This needs a signed-in session; an API key cannot do it.")
+    return principal
+
+
+SessionPrincipalDep = Annotated[Principal, Depends(get_session_principal)]
+
+
+async def get_session_principal_before_work(
+    principal: Annotated[Principal, Depends(get_principal_before_work)],
+) -> Principal:
+    return await get_session_principal(principal)
+
+
+# A signed-in session, authenticated before the endpoint's own (slow) work; see above.
+SessionPrincipalBeforeWorkDep = Annotated[Principal, Depends(get_session_principal_before_work)]
+
+
+class RequireRole:
+    """Refuse (403) a principal whose role is not one of `roles`."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset(roles)
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        if principal.role not in self.roles:
+            raise Forbidden("Your role does not allow this.")
+        return principal
+
+
+class RequireScope:
+    """Refuse (403) a principal without `scope` (an API key made without it, say)."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        if self.scope not in principal.scopes:
+            raise Forbidden(
+                f"This needs the `{self.scope}` scope, which these credentials do not have.",
+                extra={"required_scope": self.scope},
+            )
+        return principal
+
+
+class RequireFeature:
+    """Refuse (403) a principal whose subscription tier lacks `feature`."""
+
+    def __init__(self, feature: Feature) -> None:
+        self.feature = feature
+
+    async def __call__(self, principal: PrincipalDep) -> Principal:
+        if not principal.has_feature(self.feature):
+            raise Forbidden(
+                f"Your plan ({principal.tier}) does not include {self.feature.value}. "
+                "Upgrade to use it.",
+                extra={"required_feature": self.feature.value},
+            )
+        return principal
+
+
+ReaderDep = Annotated[Principal, Depends(RequireScope("read"))]
+TraderDep = Annotated[Principal, Depends(RequireScope("trade"))]
+
+
+async def get_admin(principal: Annotated[Principal, Depends(RequireScope("admin"))]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("Only administrators may do this.")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]
+SuperAdminDep = Annotated[Principal, Depends(RequireRole(Role.SUPER_ADMIN))]
