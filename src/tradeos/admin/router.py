@@ -1,0 +1,112 @@
+"""Administration endpoints: /admin/users (find and manage accounts) and /admin/audit (the
+security log). Every route needs an administrator with the `admin` scope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query
+from pydantic import AwareDatetime
+
+from tradeos.accounts import management, service
+from tradeos.accounts.deps import AdminDep, ClientDep, get_admin
+from tradeos.accounts.models import KycStatus, Role
+from tradeos.accounts.service import Audit
+from tradeos.admin.schemas import AdminUserOut, AdminUserUpdate, AuditEventOut
+from tradeos.billing.plans import Tier
+from tradeos.core.deps import PageQuery, ResourceId, SessionDep
+from tradeos.core.errors import ValidationFailed
+from tradeos.core.pagination import Ordering, Page, paginate
+from tradeos.core.routing import APIRouter
+
+# Guarded here as well as per endpoint, so no route of this router can forget it.
+admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin)])
+
+UserSort = Annotated[Ordering, Depends(management.USER_SORT)]
+UserId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
+@admin.get("/users")
+async def list_users(
+    _admin: AdminDep,
+    session: SessionDep,
+    paging: PageQuery,
+    order: UserSort,
+    search: Annotated[
+        str | None,
+        Query(max_length=100, description="Part of the email or username, any case."),
+    ] = None,
+    role: Role | None = None,
+    tier: Tier | None = None,
+    status: Annotated[
+        Literal["active", "inactive"] | None, Query(description="Account status.")
+    ] = None,
+    kyc_status: KycStatus | None = None,
+) -> Page[AdminUserOut]:
+    query = management.list_users_query(
+        search=search,
+        role=role,
+        tier=tier,
+        is_active=None if status is None else status == "active",
+        kyc_status=kyc_status,
+    )
+    page = await paginate(session, query.order_by(*order.clauses), paging)
+    return page.map(AdminUserOut.model_validate)
+
+
+@admin.get("/users/{user_id}")
+async def get_user(user_id: ResourceId, _admin: AdminDep, session: SessionDep) -> AdminUserOut:
+    return AdminUserOut.model_validate(await service.get_user(session, user_id))
+
+
+@admin.patch("/users/{user_id}")
+async def update_user(
+    user_id: ResourceId,
+    body: AdminUserUpdate,
+    actor: AdminDep,
+    session: SessionDep,
+    client: ClientDep,
+) -> AdminUserOut:
+    user = await management.admin_update_user(session, actor, user_id, body.changes(), client)
+    return AdminUserOut.model_validate(user)
+
+
+@admin.get("/audit")
+async def list_audit_events(
+    _admin: AdminDep,
+    session: SessionDep,
+    paging: PageQuery,
+    actor_id: UserId = None,
+    target_user_id: UserId = None,
+    action: Audit | None = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="From this moment on (inclusive), with zone.")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Before this moment (exclusive), with zone.")
+    ] = None,
+) -> Page[AuditEventOut]:
+    _check_window(since, until)
+    query = management.audit_query(
+        actor_id=actor_id, target_user_id=target_user_id, action=action, since=since, until=until
+    )
+    page = await paginate(session, query, paging)
+    return page.map(AuditEventOut.model_validate)
+
+
+def _check_window(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and since > until:
+        raise ValidationFailed(
+            "since is after until: the time window is empty.",
+            errors=[
+                {
+                    "field": "query.since",
+                    "message": "must not be after until",
+                    "type": "value_error",
+                }
+            ],
+        )
+
+
+routers = (admin,)
