@@ -13,9 +13,14 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi as schemathesis_asgi
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tradeos.app import create_app
 from tradeos.config import Settings
+
+# Operations that set a password, which must not be one of the common ones (a rule JSON
+# Schema cannot state).
+CHOOSES_A_PASSWORD = {"/api/v1/auth/register", "/api/v1/users/me/password"}
 
 
 @schemathesis.check
@@ -58,4 +63,8 @@ def live_app(app: FastAPI) -> Iterator[FastAPI]:
 # One app serves all the examples of an operation: the endpoints here keep no state between them.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_every_operation_honours_its_contract(case: Any, live_app: FastAPI) -> None:
-    case.call_and_validate(app=live_app)
+    excluded = []
+    if case.path in CHOOSES_A_PASSWORD:
+        # A schema-valid password can still be one of the common ones, refused with 422.
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(app=live_app, excluded_checks=excluded)
