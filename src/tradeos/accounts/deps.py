@@ -22,7 +22,14 @@ from tradeos.billing.plans import Feature
 from tradeos.config import Settings
 from tradeos.core.deps import DatabaseDep, SessionDep, SettingsDep
 from tradeos.core.errors import Forbidden, Unauthorized
-from tradeos.core.ratelimit import RateLimiter, client_ip, enforce, user_limit_for_tier
+from tradeos.core.ratelimit import (
+    RateLimiter,
+    check_group,
+    client_ip,
+    enforce,
+    group_limit,
+    user_limit_for_tier,
+)
 from tradeos.core.security import looks_like_api_key
 
 # auto_error=False: a missing credential is answered by us, as a problem document.
@@ -175,6 +182,25 @@ class RequireFeature:
                 "Upgrade to use it.",
                 extra={"required_feature": self.feature.value},
             )
+        return principal
+
+
+class UserRateLimit:
+    """Limit a group of endpoints per user (RATE_LIMIT_<GROUP>), on top of the user's overall
+    limit: orders and trades declare `Depends(UserRateLimit("trading"))`."""
+
+    def __init__(self, group: str) -> None:
+        self.group = check_group(group)
+
+    async def __call__(
+        self,
+        request: Request,
+        principal: PrincipalDep,
+        settings: SettingsDep,
+        limiter: RateLimiterDep,
+    ) -> Principal:
+        limit = group_limit(settings, self.group)
+        await enforce(limiter, request, limit, "user", self.group, str(principal.user_id))
         return principal
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool
 
 # The endpoint groups limited per client IP, each with its RATE_LIMIT_<GROUP> setting.
-IP_LIMIT_GROUPS = ("auth", "trading", "market_data", "data_sync")
+LIMIT_GROUPS = ("auth", "trading", "market_data", "data_sync")
 # Redis calls sit on the request path: a stalled Redis must fail the request, not hang it.
 REDIS_TIMEOUT_SECONDS = 2.0
 _STATE_KEY = "rate_limit"
@@ -390,19 +390,30 @@ def user_limit_for_tier(settings: Settings, tier: str) -> str:
     return settings.rate_limit_tier_overrides.get(tier, settings.rate_limit_user)
 
 
+def check_group(group: str) -> str:
+    """`group` if it names a limit group; checked when routes are declared, so a typo fails at
+    import, not on the first request."""
+    if group not in LIMIT_GROUPS:
+        raise ValueError(f"unknown rate limit group {group!r}; use one of {LIMIT_GROUPS}")
+    return group
+
+
+def group_limit(settings: Settings, group: str) -> str:
+    """The configured limit of a group of endpoints (RATE_LIMIT_<GROUP>)."""
+    limit: str = getattr(settings, f"rate_limit_{check_group(group)}")
+    return limit
+
+
 def ip_rate_limit(group: str) -> Callable[[Request], Awaitable[RateLimitState]]:
     """A FastAPI dependency limiting a group of endpoints per client IP (RATE_LIMIT_<GROUP>)."""
-    if group not in IP_LIMIT_GROUPS:
-        # Checked when routes are declared, so a typo fails at import, not on first request.
-        raise ValueError(f"unknown rate limit group {group!r}; use one of {IP_LIMIT_GROUPS}")
-    setting = f"rate_limit_{group}"
+    check_group(group)
 
     async def limit_by_ip(request: Request) -> RateLimitState:
         limiter = request.app.state.rate_limiter
         settings = request.app.state.settings
         assert isinstance(limiter, RateLimiter)
         assert isinstance(settings, Settings)
-        limit: str = getattr(settings, setting)
+        limit = group_limit(settings, group)
         return await enforce(limiter, request, limit, "ip", group, client_ip(request))
 
     limit_by_ip.__name__ = f"ip_rate_limit_{group}"
