@@ -13,14 +13,27 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi as schemathesis_asgi
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.factories import make_api_key, make_user
+from tradeos.accounts.models import Role
 from tradeos.app import create_app
+from tradeos.billing.plans import Tier
 from tradeos.config import Settings
 
-# Operations that set a password, which must not be one of the common ones (a rule JSON
-# Schema cannot state).
-CHOOSES_A_PASSWORD = {"/api/v1/auth/register", "/api/v1/users/me/password"}
+# Operations with a rule JSON Schema cannot state, so schema-valid input may rightly be refused
+# with 422: a password must not be a common one; an email's domain must not be a reserved one
+# (`.test`, `.invalid`); a key's expiry must be in the future; an uploaded document must be a
+# PDF, JPEG or PNG by its content; a time window's start must not be after its end.
+RULES_BEYOND_THE_SCHEMA = {
+    "/api/v1/admin/audit",
+    "/api/v1/auth/kyc/upload",
+    "/api/v1/auth/register",
+    "/api/v1/users/me",
+    "/api/v1/users/me/password",
+    "/api/v1/api-keys",
+}
 
 
 @schemathesis.check
@@ -59,12 +72,40 @@ def live_app(app: FastAPI) -> Iterator[FastAPI]:
     schemathesis_asgi.shutdown_lifespans()
 
 
+# Far from any id the generated requests are likely to name, so no example deletes, revokes or
+# deactivates the credentials the others run with.
+FUZZER_ID = 900_000_001
+
+
+@pytest.fixture
+async def fuzzer_key(session: AsyncSession, settings: Settings) -> str:
+    """An API key with every scope, of a super admin on the top tier: the generated requests
+    reach the endpoints' validation and logic, not just the authentication in front of them
+    (tests/test_security.py covers requests without credentials)."""
+    user = await make_user(
+        session, id=FUZZER_ID, role=Role.SUPER_ADMIN.value, tier=Tier.ENTERPRISE.value
+    )
+    _, secret = await make_api_key(
+        session, settings, user, scopes=["read", "trade", "admin"], id=FUZZER_ID
+    )
+    await session.commit()
+    return secret
+
+
 @schema.parametrize()
-# One app serves all the examples of an operation: the endpoints here keep no state between them.
+# One app serves all the examples of an operation.
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
-def test_every_operation_honours_its_contract(case: Any, live_app: FastAPI) -> None:
-    excluded = []
-    if case.path in CHOOSES_A_PASSWORD:
-        # A schema-valid password can still be one of the common ones, refused with 422.
+def test_every_operation_honours_its_contract(
+    case: Any, live_app: FastAPI, fuzzer_key: str
+) -> None:
+    # Every request carries a valid key; refusals without one are tests/test_security.py's job.
+    excluded = [ignored_auth]
+    if case.path in RULES_BEYOND_THE_SCHEMA:
         excluded.append(positive_data_acceptance)
+    headers = {
+        name: value
+        for name, value in (case.headers or {}).items()
+        if name.lower() not in ("authorization", "x-api-key")
+    }
+    case.headers = {**headers, "X-API-Key": fuzzer_key}
     case.call_and_validate(app=live_app, excluded_checks=excluded)

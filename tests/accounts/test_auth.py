@@ -299,3 +299,16 @@ async def test_login_is_audited(client: httpx.AsyncClient, session: AsyncSession
     user_id = await session.scalar(select(User.id))
     assert all(row.target_user_id == user_id for row in rows)
     assert await session.scalar(select(func.count()).select_from(AuthSession)) == 1
+
+
+@pytest.mark.parametrize("body", [{"username": None}, {"email": None}])
+async def test_email_and_username_cannot_be_removed(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, body: dict[str, object]
+) -> None:
+    user = await make_user(session, full_name="Named")
+    headers = bearer(await sign_in(session, settings, user))
+    await session.commit()
+    response = await client.patch(f"{API}/users/me", headers=headers, json=body)
+    assert response.status_code == 422
+    cleared = await client.patch(f"{API}/users/me", headers=headers, json={"full_name": None})
+    assert cleared.status_code == 200 and cleared.json()["full_name"] is None

@@ -91,7 +91,7 @@ class People:
 async def people(session: AsyncSession, settings: Settings) -> People:
     owner = await make_user(session)
     other = await make_user(session)
-    admin = await make_user(session, role=Role.ADMIN.value)
+    admin = await make_user(session, role=Role.ADMIN.value, tier="pro")  # pro: API access
     headers = [bearer(await sign_in(session, settings, user)) for user in (owner, other, admin)]
     await session.commit()
     return People(owner, other, admin, *headers)

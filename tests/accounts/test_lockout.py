@@ -6,6 +6,7 @@ fixture points the app there), where two API processes share one set of counters
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,12 +70,33 @@ async def test_a_lockout_does_not_reveal_whether_the_account_exists(
     assert real.json()["type"] == fake.json()["type"]
 
 
-async def test_email_and_username_count_against_one_account(
+async def test_each_name_is_counted_alike_so_the_lockout_links_no_email_to_a_user(
     client: httpx.AsyncClient, user: Any
 ) -> None:
-    for name in ("victim", "VICTIM@example.com", "victim", "Victim", "victim@example.com"):
-        last = await attempt(client, name)
-    assert last.status_code == 429
+    # Case and spacing variants are one name.
+    for name in ("victim", "VICTIM", " victim ", "Victim"):
+        assert (await attempt(client, name)).status_code == 401
+    assert (await attempt(client, "victim")).status_code == 429
+    # The same account's email has a count of its own, exactly like an unknown email, so a
+    # lockout never confirms that an email belongs to a username.
+    for email in ("victim@example.com", "stranger@example.com"):
+        outcomes = [(await attempt(client, email)).status_code for _ in range(5)]
+        assert outcomes == [401, 401, 401, 401, 429]
+
+
+async def test_parallel_guesses_cannot_outrun_the_count(
+    client: httpx.AsyncClient, user: Any, session: AsyncSession
+) -> None:
+    guesses = [attempt(client, "victim") for _ in range(12)]
+    guesses.append(attempt(client, "victim", DEFAULT_PASSWORD))
+    outcomes = [response.status_code for response in await asyncio.gather(*guesses)]
+    # Every attempt is counted before its password is checked: at most five are checked.
+    assert outcomes.count(401) + outcomes.count(200) <= 5
+    assert outcomes.count(429) >= 8
+    checked = await session.scalars(
+        select(AuditEvent.action).where(AuditEvent.action.in_(["login_failed", "login"]))
+    )
+    assert len(checked.all()) <= 5
 
 
 async def test_a_success_starts_the_count_again(client: httpx.AsyncClient, user: Any) -> None:

@@ -82,7 +82,7 @@ async def test_without_credentials_every_admin_route_is_401(
 async def test_an_admins_read_only_api_key_cannot_manage_users(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
-    owner = await make_user(session, role=Role.ADMIN.value)
+    owner = await make_user(session, role=Role.ADMIN.value, tier="pro")  # pro: API access
     target = await make_user(session)
     _, read_only = await make_api_key(session, settings, owner, scopes=["read"])
     _, admin_key = await make_api_key(session, settings, owner, scopes=["read", "admin"])
@@ -476,7 +476,7 @@ async def test_a_tier_change_changes_the_subscription_and_the_license(
     ("body", "field"),
     [
         ({}, "body"),
-        ({"role": None}, "body"),
+        ({"role": None}, "body.role"),  # optional, but never null
         ({"password_hash": "x"}, "body.password_hash"),
         ({"tier": "pro", "email": "new@example.com"}, "body.email"),
         ({"role": "root"}, "body.role"),

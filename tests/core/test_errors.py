@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from tests.conftest import CapturedLogs, serve_app
 from tradeos.accounts.models import User
@@ -58,6 +58,10 @@ def _app(settings: Settings) -> FastAPI:
     async def break_not_null(session: SessionDep) -> None:
         session.add(User(email="x@example.com", username=None, password_hash="x"))  # type: ignore[arg-type]
         await session.flush()
+
+    @app.get("/t/value-out-of-range")
+    async def value_out_of_range() -> None:
+        raise DataError("INSERT INTO orders ...", {}, Exception("numeric field overflow"))
 
     @app.get("/t/database-busy")
     async def database_busy() -> None:
@@ -172,6 +176,17 @@ async def test_a_bug_that_breaks_a_constraint_is_a_500_not_a_conflict(
     assert_problem(response, 500)
     [logged] = captured_logs.events("unhandled_error")
     assert "IntegrityError" in logged["exception"]
+
+
+async def test_a_value_the_database_refuses_is_a_422_and_logged(
+    settings: Settings, database: object, captured_logs: CapturedLogs
+) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get("/t/value-out-of-range")
+    assert "cannot be stored" in assert_problem(response, 422)["detail"]
+    assert "numeric field overflow" not in response.text
+    [logged] = captured_logs.events("database_refused_value")
+    assert "DataError" in logged["exception"]
 
 
 async def test_a_busy_or_unreachable_database_is_a_503_to_retry(

@@ -26,6 +26,7 @@ from tradeos.core.ratelimit import (
     RateLimiter,
     check_group,
     client_ip,
+    client_network,
     enforce,
     group_limit,
     user_limit_for_tier,
@@ -52,7 +53,11 @@ def get_login_guard(request: Request) -> LoginGuard:
 
 
 def get_client(request: Request) -> ClientInfo:
-    return ClientInfo(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+    return ClientInfo(
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        network=client_network(request),
+    )
 
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

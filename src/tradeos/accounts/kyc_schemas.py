@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from tradeos.accounts.models import KycDocumentType, KycStatus
+from tradeos.core.fields import NoNul, text
 
 # What a document can be; a user's overall status adds `none` (nothing uploaded yet).
 DocumentStatus = Literal["pending", "approved", "rejected"]
@@ -15,10 +16,7 @@ DocumentStatus = Literal["pending", "approved", "rejected"]
 DocumentStatusFilter = Literal["pending", "approved", "rejected", "all"]
 
 REVIEW_REASON_MAX_LENGTH = 500
-ReviewReason = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=REVIEW_REASON_MAX_LENGTH),
-]
+ReviewReason = Annotated[str, text(REVIEW_REASON_MAX_LENGTH), NoNul]
 
 
 class KycDocumentOut(BaseModel):

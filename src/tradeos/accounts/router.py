@@ -38,6 +38,8 @@ from tradeos.core.routing import APIRouter
 
 auth = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(ip_rate_limit("auth"))])
 users = APIRouter(prefix="/users", tags=["users"])
+# Password checks are limited like sign-ins, per client network.
+_password_attempts = [Depends(ip_rate_limit("auth"))]
 api_keys = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
 
@@ -127,19 +129,21 @@ async def update_me(
     body: ProfileUpdate, principal: TraderDep, session: SessionDep, client: ClientDep
 ) -> UserOut:
     changes = body.model_dump(exclude_unset=True, mode="json")
-    user = await service.update_profile(session, principal.user_id, changes=changes, client=client)
+    user = await service.update_profile(session, principal, changes=changes, client=client)
     return UserOut.model_validate(user)
 
 
-@users.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+@users.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, dependencies=_password_attempts)
 async def change_password(
     body: PasswordChange,
     principal: SessionPrincipalBeforeWorkDep,
     database: DatabaseDep,
+    guard: LoginGuardDep,
     client: ClientDep,
 ) -> None:
     await service.change_password(
         database,
+        guard,
         principal,
         current_password=body.current_password,
         new_password=body.new_password,

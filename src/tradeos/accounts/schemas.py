@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -17,7 +16,7 @@ from pydantic import (
 )
 
 from tradeos.accounts.passwords import MIN_PASSWORD_LENGTH, password_problem
-from tradeos.core.text import NOT_BLANK, text
+from tradeos.core.fields import NOT_BLANK, Moment, NoNul, text
 
 Scope = Literal["read", "trade", "admin"]
 Username = Annotated[
@@ -26,12 +25,14 @@ Username = Annotated[
         strip_whitespace=True, min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$"
     ),
 ]
-FullName = Annotated[str, text(200)]
+FullName = Annotated[str, text(200), NoNul]
 # Bounded above: argon2 work grows with the input, and nobody types 128+ characters.
-Password = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 # A password being set: the length rule is in the schema; the common-password rule is checked
 # by NewPassword (it cannot be said in JSON Schema).
-ChosenPassword = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=128)]
+ChosenPassword = Annotated[
+    str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=128), NoNul
+]
 
 
 class _Request(BaseModel):
@@ -58,14 +59,14 @@ class RegisterRequest(NewPassword):
 
 
 class DeviceInfo(_Request):
-    platform: Annotated[str, text(50)]
-    processor: Annotated[str, text(100)] | None = None
-    memory: Annotated[str, text(30)] | None = None
-    client_version: Annotated[str, text(30)] | None = None
+    platform: Annotated[str, text(50), NoNul]
+    processor: Annotated[str, text(100), NoNul] | None = None
+    memory: Annotated[str, text(30), NoNul] | None = None
+    client_version: Annotated[str, text(30), NoNul] | None = None
 
 
 class LoginRequest(_Request):
-    login: str = Field(
+    login: Annotated[str, NoNul] = Field(
         min_length=1,
         pattern=NOT_BLANK,
         max_length=320,
@@ -103,8 +104,11 @@ class UserOut(BaseModel):
 
 
 class ProfileUpdate(_Request):
-    email: EmailStr | None = Field(default=None, max_length=320)
-    username: Username | None = None
+    """Only the fields sent change. `full_name: null` clears the name; email and username can
+    be changed but never removed, so null is refused for them."""
+
+    email: EmailStr = Field(default=None, max_length=320)  # type: ignore[assignment]
+    username: Username = None  # type: ignore[assignment]
     full_name: FullName | None = None
 
 
@@ -114,9 +118,9 @@ class PasswordChange(NewPassword):
 
 
 class ApiKeyCreate(_Request):
-    name: Annotated[str, text(100)]
+    name: Annotated[str, text(100), NoNul]
     scopes: list[Scope] = Field(min_length=1, max_length=3)
-    expires_at: AwareDatetime | None = None
+    expires_at: Moment | None = None
 
     @field_validator("scopes")
     @classmethod

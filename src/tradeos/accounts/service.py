@@ -60,6 +60,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.ADMIN: frozenset({"read", "trade", "admin"}),
     Role.SUPER_ADMIN: frozenset({"read", "trade", "admin"}),
 }
+MAX_ID = 2**63  # ids are 64-bit; a token naming a larger one is not ours
 # last_used_at of an API key is written at most this often: a busy key must not turn every
 # read into a write.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
@@ -76,6 +77,7 @@ class Audit(StrEnum):
     LOGOUT_ALL = "logout_all"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    PASSWORD_CHANGE_FAILED = "password_change_failed"  # noqa: S105
     PROFILE_UPDATED = "profile_updated"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"
@@ -113,14 +115,16 @@ class Principal:
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """Where a request comes from, for sessions and the audit log."""
+    """Where a request comes from: the address for sessions and the audit log, the network
+    (see core.ratelimit.client_network) for per-address limits."""
 
     ip: str | None = None
     user_agent: str | None = None
+    network: str | None = None
 
 
 class AccountLocked(RateLimited):
-    slug, title = "account-locked", "Too many failed sign-in attempts"
+    slug, title = "account-locked", "Too many failed password attempts"
 
 
 # -- audit -----------------------------------------------------------------------------------
@@ -182,6 +186,12 @@ async def _ensure_available(
             )
 
 
+def normalize_email(email: str) -> str:
+    """Emails are kept lower-cased. Comparing them case-insensitively in SQL is not enough:
+    SQLite's lower() knows only ASCII, so "Ölaf@…" and "ölaf@…" would be two accounts there."""
+    return email.strip().lower()
+
+
 def _license_for(user: User) -> License:
     license_ = License(user_id=user.id)
     _apply_plan(license_, user.tier)
@@ -216,7 +226,7 @@ async def create_user(
     unit of work."""
     await _ensure_available(session, email=email, username=username)
     user = User(
-        email=email.strip(),
+        email=normalize_email(email),
         username=username.strip(),
         password_hash=password_hash,
         role=role.value,
@@ -262,15 +272,21 @@ async def register(
 
 async def update_profile(
     session: AsyncSession,
-    user_id: int,
+    principal: Principal,
     *,
     changes: dict[str, Any],
     client: ClientInfo | None = None,
 ) -> User:
+    user_id = principal.user_id
+    if principal.session_id is None and ({"email", "username"} & changes.keys()):
+        # What one signs in with is changed by the person, signed in, never by a program.
+        raise Forbidden("Changing email or username needs a signed-in session, not an API key.")
     user = await get_user(session, user_id)
     await _ensure_available(
         session, email=changes.get("email"), username=changes.get("username"), except_id=user_id
     )
+    if "email" in changes:
+        changes = {**changes, "email": normalize_email(changes["email"])}
     for field in ("email", "username", "full_name"):
         if field in changes:
             setattr(user, field, changes[field])
@@ -346,14 +362,21 @@ async def open_session(
 
 @dataclass(frozen=True)
 class LoginGuard:
-    """The counters behind lockout and per-address limits, kept in the rate limiter's storage
-    (in-process, or Redis shared by every API process)."""
+    """Brute-force protection wherever a password is checked (sign-in, password change).
+
+    Each attempt is counted *before* its password is checked, so a burst of parallel guesses
+    cannot slip past the count: at most LOGIN_MAX_FAILURES passwords are checked per window,
+    however many requests arrive at once. A success wipes the count; the failure that uses up
+    the last attempt locks the key for LOGIN_LOCKOUT_MINUTES. Failures are also counted per
+    client network, whatever accounts they aim at. The counters live in the rate limiter's
+    storage: in-process, or Redis shared by every API process.
+    """
 
     limiter: RateLimiter
     settings: Settings
 
     @property
-    def _failures(self) -> str:
+    def _attempts(self) -> str:
         s = self.settings
         return f"{s.login_max_failures} per {s.login_failure_window_minutes} minutes"
 
@@ -362,48 +385,52 @@ class LoginGuard:
         return f"1 per {self.settings.login_lockout_minutes} minutes"
 
     @property
-    def _ip_failures(self) -> str:
+    def _network_failures(self) -> str:
         s = self.settings
         return f"{s.login_max_failures_per_ip} per {s.login_failure_window_minutes} minutes"
 
-    async def check(self, account_key: str, ip: str) -> None:
-        by_ip = await self.limiter.peek(self._ip_failures, "login-failures-ip", ip)
-        if not by_ip.allowed:
+    async def begin(self, key: str, network: str) -> None:
+        """Refuse the attempt if the network or the key is locked out; otherwise count it."""
+        by_network = await self.limiter.peek(self._network_failures, "login-failures-ip", network)
+        if not by_network.allowed:
             raise RateLimited(
                 "Too many failed sign-in attempts from your network address. "
-                f"Try again in {by_ip.retry_after} s.",
-                retry_after=by_ip.retry_after,
+                f"Try again in {by_network.retry_after} s.",
+                retry_after=by_network.retry_after,
             )
-        lock = await self.limiter.peek(self._lock, "login-lock", account_key)
+        lock = await self.limiter.peek(self._lock, "login-lock", key)
         if not lock.allowed:
             raise self._locked(lock.retry_after)
+        attempt = await self.limiter.hit(self._attempts, "login-attempts", key)
+        if not attempt.allowed:  # more attempts in flight than the key has left
+            raise self._locked(self.settings.login_lockout_minutes * 60)
 
-    async def failed(self, account_key: str, ip: str) -> bool:
-        """Count a failure; True when it locks the account."""
-        await self.limiter.hit(self._ip_failures, "login-failures-ip", ip)
-        failures = await self.limiter.hit(self._failures, "login-failures", account_key)
-        if failures.remaining > 0 and failures.allowed:
+    async def failed(self, key: str, network: str) -> bool:
+        """The attempt failed; True when it used up the last one and so locked the key."""
+        await self.limiter.hit(self._network_failures, "login-failures-ip", network)
+        left = await self.limiter.peek(self._attempts, "login-attempts", key)
+        if left.allowed:
             return False
-        await self.limiter.hit(self._lock, "login-lock", account_key)
-        # After the lock ends the account gets its full number of attempts again.
-        await self.limiter.clear(self._failures, "login-failures", account_key)
+        await self.limiter.hit(self._lock, "login-lock", key)
+        # After the lock ends the key gets its full number of attempts again.
+        await self.limiter.clear(self._attempts, "login-attempts", key)
         return True
 
-    async def succeeded(self, account_key: str) -> None:
-        await self.limiter.clear(self._failures, "login-failures", account_key)
+    async def succeeded(self, key: str) -> None:
+        await self.limiter.clear(self._attempts, "login-attempts", key)
+
+    async def locked_error(self, key: str) -> AccountLocked:
+        lock = await self.limiter.peek(self._lock, "login-lock", key)
+        return self._locked(lock.retry_after)
 
     def _locked(self, retry_after: int) -> AccountLocked:
         minutes = max(1, round(retry_after / 60))
         # The same words whether or not the account exists.
         return AccountLocked(
-            "Too many failed sign-in attempts for this account. It is locked; "
+            "Too many failed password attempts for this account. It is locked; "
             f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
             retry_after=retry_after,
         )
-
-    async def locked_error(self, account_key: str) -> AccountLocked:
-        lock = await self.limiter.peek(self._lock, "login-lock", account_key)
-        return self._locked(lock.retry_after)
 
 
 async def login(
@@ -417,19 +444,20 @@ async def login(
 ) -> TokenPair:
     settings = guard.settings
     ip = client.ip or "unknown"
+    # Counted by the name given, known or not, never by the account behind it: if an email and
+    # a username shared one count, the lockout would tell which email belongs to which user.
+    # (So each account has its email's attempts and its username's.)
+    account_key = f"name:{login_name.strip().lower()}"
+    await guard.begin(account_key, client.network or ip)
     async with database.session(write=False) as session:
         user = await find_user(session, login_name)
         user_id = user.id if user else None
         stored_hash = user.password_hash if user else None
         is_active = user.is_active if user else False
-    # Attempts on one account count together whether it is named by email or username;
-    # unknown names are counted (and locked) the same way, so nothing tells them apart.
-    account_key = f"user:{user_id}" if user_id else f"name:{login_name.strip().lower()}"
-    await guard.check(account_key, ip)
 
     matches, new_hash = await verify_password(password, stored_hash)
     if not matches:
-        locked = await guard.failed(account_key, ip)
+        locked = await guard.failed(account_key, client.network or ip)
         async with database.session() as session:
             record_audit(session, Audit.LOGIN_FAILED, target_user_id=user_id, ip=ip)
             if locked:
@@ -582,21 +610,39 @@ async def logout_all(session: AsyncSession, principal: Principal, client: Client
 
 async def change_password(
     database: Database,
+    guard: LoginGuard,
     principal: Principal,
     *,
     current_password: str,
     new_password: str,
     client: ClientInfo,
 ) -> None:
-    """Needs the current password; every other session of the user ends."""
+    """Needs the current password; every other session of the user ends. Wrong guesses are
+    counted and locked out like sign-ins, so a stolen access token cannot be turned into the
+    password by trying."""
+    key = f"password-change:{principal.user_id}"
+    network = client.network or client.ip or "unknown"
+    await guard.begin(key, network)
     async with database.session(write=False) as session:
         stored_hash = (await get_user(session, principal.user_id)).password_hash
     matches, _ = await verify_password(current_password, stored_hash)
     if not matches:
+        locked = await guard.failed(key, network)
+        async with database.session() as session:
+            record_audit(
+                session,
+                Audit.PASSWORD_CHANGE_FAILED,
+                actor_id=principal.user_id,
+                target_user_id=principal.user_id,
+                ip=client.ip,
+            )
+        if locked:
+            raise await guard.locked_error(key)
         raise Forbidden(
             "The current password is wrong.",
             errors=[{"field": "body.current_password", "message": "is wrong", "type": "invalid"}],
         )
+    await guard.succeeded(key)
     new_hash = await hash_password(new_password)
     async with database.session() as session:
         user = await get_user(session, principal.user_id)
@@ -626,6 +672,8 @@ async def authenticate_access_token(
         )
         user_id = int(claims["sub"])
         session_id = int(claims["sid"])
+        if not (0 < user_id < MAX_ID and 0 < session_id < MAX_ID):
+            raise ValueError("id out of range")
     except InvalidToken as error:
         raise Unauthorized(str(error), headers=_bearer_error("invalid_token")) from None
     except (KeyError, TypeError, ValueError):
@@ -678,6 +726,11 @@ async def authenticate_api_key(session: AsyncSession, settings: Settings, key: s
         raise Unauthorized("The API key has expired.", headers=_api_key_challenge())
     if not user.is_active:
         raise Unauthorized("This account is disabled.", headers=_api_key_challenge())
+    if not plan_for(user.tier).has(Feature.API_ACCESS):
+        raise Forbidden(
+            f"Your plan ({user.tier}) no longer includes API access; the key works again "
+            "when it does. Sign in to manage your plan."
+        )
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
         api_key.last_used_at = now
         await session.flush()
@@ -734,7 +787,9 @@ async def create_api_key(
                 }
             ],
         )
+    expires_at = await _within_parent_key(session, principal, expires_at)
     limit = plan_for(principal.tier).quota(Quota.MAX_API_KEYS)
+    await _lock_owner(session, principal.user_id)
     active = await session.scalar(
         select(func.count()).select_from(ApiKey).where(*_active_keys(principal.user_id))
     )
@@ -765,6 +820,28 @@ async def create_api_key(
         scopes=api_key.scopes,
     )
     return api_key, secret
+
+
+async def _within_parent_key(
+    session: AsyncSession, principal: Principal, expires_at: datetime | None
+) -> datetime | None:
+    """A key made with a key lives no longer than the key that made it: revoking a leaked key
+    at its expiry must not leave an everlasting child behind."""
+    if principal.api_key_id is None:
+        return expires_at
+    parent = await session.get(ApiKey, principal.api_key_id)
+    if parent is None or parent.expires_at is None:
+        return expires_at
+    if expires_at is None or expires_at > parent.expires_at:
+        return parent.expires_at
+    return expires_at
+
+
+async def _lock_owner(session: AsyncSession, user_id: int) -> None:
+    """Serialise counting-then-adding for one user (API keys, devices): without it, parallel
+    requests on PostgreSQL all count the same total and all add one. (SQLite serialises
+    writers anyway; there FOR UPDATE is not needed and not emitted.)"""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 def _active_keys(user_id: int) -> tuple[Any, ...]:
@@ -834,6 +911,7 @@ async def _register_device(
     session: AsyncSession, user: User, info: DeviceInfo, client: ClientInfo
 ) -> Device:
     fingerprint = device_fingerprint(info)
+    await _lock_owner(session, user.id)
     device = await session.scalar(
         select(Device).where(Device.user_id == user.id, Device.fingerprint == fingerprint)
     )

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query
-from pydantic import AwareDatetime
 
 from tradeos.accounts import management, service
 from tradeos.accounts.deps import AdminDep, ClientDep, get_admin
@@ -17,6 +16,7 @@ from tradeos.admin.schemas import AdminUserOut, AdminUserUpdate, AuditEventOut
 from tradeos.billing.plans import Tier
 from tradeos.core.deps import PageQuery, ResourceId, SessionDep
 from tradeos.core.errors import ValidationFailed
+from tradeos.core.fields import Moment, NoNul
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
 
@@ -36,6 +36,7 @@ async def list_users(
     search: Annotated[
         str | None,
         Query(max_length=100, description="Part of the email or username, any case."),
+        NoNul,
     ] = None,
     role: Role | None = None,
     tier: Tier | None = None,
@@ -81,10 +82,10 @@ async def list_audit_events(
     target_user_id: UserId = None,
     action: Audit | None = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this moment on (inclusive), with zone.")
+        Moment | None, Query(description="From this moment on (inclusive), with zone.")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Before this moment (exclusive), with zone.")
+        Moment | None, Query(description="Before this moment (exclusive), with zone.")
     ] = None,
 ) -> Page[AuditEventOut]:
     _check_window(since, until)

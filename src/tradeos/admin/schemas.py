@@ -32,14 +32,17 @@ class AdminUserOut(BaseModel):
 
 
 class AdminUserUpdate(BaseModel):
-    # Unknown fields are refused, never silently ignored (a typo must not look applied).
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused, never silently ignored (a typo must not look applied). Fields
+    # are optional but never null, and at least one is needed: the schema says so too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    role: Role | None = Field(
+    role: Role = Field(  # type: ignore[assignment]
         default=None, description="Granting or removing admin roles needs a super admin."
     )
-    tier: Tier | None = Field(default=None, description="The license follows the tier's plan.")
-    is_active: bool | None = Field(
+    tier: Tier = Field(  # type: ignore[assignment]
+        default=None, description="The license follows the tier's plan."
+    )
+    is_active: bool = Field(  # type: ignore[assignment]
         default=None, description="false ends every session of the user at once."
     )
 

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -270,6 +270,16 @@ async def _integrity_error(_request: Request, exc: Exception) -> Response:
     return problem_response(409, detail=f"The change conflicts with stored data ({kind} record).")
 
 
+async def _data_error(_request: Request, exc: Exception) -> Response:
+    # The database refused a value that validation let through (a number out of its column's
+    # range, a character PostgreSQL text cannot hold). The client sent it, so it is a 422, but
+    # validation should have caught it: logged with its trace, so it gets fixed there.
+    logger.warning("database_refused_value", exc_info=exc)
+    return problem_response(
+        422, detail="A value in the request cannot be stored (out of range or not allowed)."
+    )
+
+
 async def _database_unavailable(_request: Request, exc: Exception) -> Response:
     # Locked (SQLite busy past its timeout), no connection free in time, unreachable or
     # restarting: try again shortly.
@@ -284,6 +294,7 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TradeOSError, _tradeos_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)

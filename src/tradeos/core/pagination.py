@@ -13,6 +13,7 @@ against the endpoint's own whitelist; anything else is a 422 naming the allowed 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,26 @@ class Sorting:
         self.tie_breaker = tie_breaker
         self.default = default
         self.parse(default)  # a wrong default is a programming error: fail at import time
+        # The allowed values go into the OpenAPI document; `parse` still checks them, so a
+        # wrong one gets a 422 that lists what is allowed.
+        choices = [f"{sign}{name}" for name in self.allowed for sign in ("", "-")]
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    "sort",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[
+                        str | None,
+                        Query(
+                            max_length=64,
+                            description="`field` or `-field` for descending.",
+                            json_schema_extra={"enum": [*choices, None]},
+                        ),
+                    ],
+                )
+            ]
+        )
 
     @property
     def allowed(self) -> list[str]:
@@ -134,12 +155,7 @@ class Sorting:
         clauses = [key.desc() if descending else key.asc() for key in keys]
         return Ordering(field=name, descending=descending, clauses=tuple(clauses))
 
-    def __call__(
-        self,
-        sort: Annotated[
-            str | None, Query(max_length=64, description="`field` or `-field` for descending.")
-        ] = None,
-    ) -> Ordering:
+    def __call__(self, sort: str | None = None) -> Ordering:
         return self.parse(sort or self.default)
 
 

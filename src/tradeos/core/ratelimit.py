@@ -18,6 +18,7 @@ With nothing counted yet, fixed and sliding windows report "now", the moving win
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -385,6 +386,26 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def network_of(address: str) -> str:
+    """What per-address limits count by: an IPv4 address itself, but an IPv6 address's /64.
+
+    One customer line gets a whole /64 (2^64 addresses); counting each address apart would let
+    one client pick a fresh address for every request and never be limited."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown", a test client's name: count it as it is
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is the IPv4 client 192.0.2.1
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
+def client_network(request: Request) -> str:
+    return network_of(client_ip(request))
+
+
 def user_limit_for_tier(settings: Settings, tier: str) -> str:
     """A user's overall limit: the tier's override, else RATE_LIMIT_USER."""
     return settings.rate_limit_tier_overrides.get(tier, settings.rate_limit_user)
@@ -414,7 +435,7 @@ def ip_rate_limit(group: str) -> Callable[[Request], Awaitable[RateLimitState]]:
         assert isinstance(limiter, RateLimiter)
         assert isinstance(settings, Settings)
         limit = group_limit(settings, group)
-        return await enforce(limiter, request, limit, "ip", group, client_ip(request))
+        return await enforce(limiter, request, limit, "ip", group, client_network(request))
 
     limit_by_ip.__name__ = f"ip_rate_limit_{group}"
     return limit_by_ip
