@@ -95,6 +95,15 @@ def _check_password(data_dir: Path, login: str, password: str) -> bool:
     return _in_database(data_dir, check)
 
 
+def _role_of(data_dir: Path, login: str) -> str:
+    async def role(session: AsyncSession) -> str:
+        user = await accounts.find_user(session, login)
+        assert user is not None, f"{login} not found"
+        return user.role
+
+    return _in_database(data_dir, role)
+
+
 def tradeos_process(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m tradeos ARGS` as a user would, with these environment variables added."""
     return subprocess.run(
@@ -176,6 +185,8 @@ def test_seed_generates_passwords_printed_once(cli_env: Path) -> None:
     assert "only this once" in first.output
     assert _check_password(cli_env, "admin", passwords["admin"])
     assert _check_password(cli_env, "demo@example.com", passwords["demo"])
+    assert _role_of(cli_env, "admin") == "super_admin"
+    assert _role_of(cli_env, "demo") == "user"
 
     again = run("db", "seed")
     assert again.exit_code == 0

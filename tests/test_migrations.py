@@ -96,11 +96,16 @@ async def test_models_match_the_migrations(empty_database: tuple[str, AsyncEngin
     assert diff == [], f"models and migrations differ: {diff}"
 
 
+# Every revision the users table has lived through: the case-insensitive unique indexes must
+# hold at each (a downgrade that rebuilds the table on SQLite could silently drop them).
+@pytest.mark.parametrize("revision", ["head", "0001"])
 async def test_case_insensitive_unique_indexes_exist(
-    empty_database: tuple[str, AsyncEngine],
+    empty_database: tuple[str, AsyncEngine], revision: str
 ) -> None:
     url, engine = empty_database
     await _migrate(engine, url, "up", "head")
+    if revision != "head":
+        await _migrate(engine, url, "down", revision)
     insert = text(
         "INSERT INTO users"
         " (email, username, password_hash, role, is_active, created_at, updated_at)"
@@ -108,9 +113,13 @@ async def test_case_insensitive_unique_indexes_exist(
     )
     async with engine.begin() as connection:
         await connection.execute(insert, {"email": "Ann@Example.com", "username": "ann"})
-    with pytest.raises(Exception, match=r"(?i)unique"):
-        async with engine.begin() as connection:
-            await connection.execute(insert, {"email": "ann@example.com", "username": "ann2"})
+    for clash in (
+        {"email": "ann@example.com", "username": "ann2"},
+        {"email": "other@example.com", "username": "ANN"},
+    ):
+        with pytest.raises(Exception, match=r"(?i)unique"):
+            async with engine.begin() as connection:
+                await connection.execute(insert, clash)
 
 
 def test_there_is_one_head() -> None:

@@ -246,6 +246,7 @@ def db_seed(
     ] = None,
 ) -> None:
     """Create an admin and a demo user. Generated passwords are printed once, here only."""
+    from tradeos.accounts import management
     from tradeos.accounts import service as accounts
     from tradeos.accounts.models import Role
 
@@ -267,10 +268,16 @@ def db_seed(
                 if exists:
                     rows.append((username, email, "exists, left unchanged", False))
                     continue
-                # register hashes first, then takes the write lock for its own unit of work.
-                await accounts.register(
-                    database, email=email, username=username, password=password, role=role
-                )
+                # Both hash first, then take the write lock for their own unit of work; an
+                # administrator is made the one way the audit log records.
+                if role is Role.USER:
+                    await accounts.register(
+                        database, email=email, username=username, password=password
+                    )
+                else:
+                    await management.create_admin(
+                        database, email=email, username=username, password=password, role=role
+                    )
                 rows.append((username, email, password if generated else "(as given)", generated))
         finally:
             await database.dispose()

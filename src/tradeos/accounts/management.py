@@ -21,7 +21,7 @@ from tradeos.accounts import service
 from tradeos.accounts.models import AuditEvent, Role, User
 from tradeos.accounts.service import Audit, ClientInfo, Principal
 from tradeos.core.db import Database, UTCDateTime
-from tradeos.core.errors import Conflict, Forbidden
+from tradeos.core.errors import Conflict, Forbidden, field_error
 from tradeos.core.pagination import Sorting
 from tradeos.core.security import hash_password
 
@@ -99,12 +99,12 @@ async def admin_update_user(
     if is_self and new_role:
         raise Conflict(
             "You cannot change your own role; another super admin must do it.",
-            errors=[{"field": "body.role", "message": "is your own", "type": "conflict"}],
+            errors=[field_error("body.role", "is your own", "conflict")],
         )
     if is_self and new_status and not is_active:
         raise Conflict(
             "You cannot deactivate your own account; another administrator must do it.",
-            errors=[{"field": "body.is_active", "message": "is your own", "type": "conflict"}],
+            errors=[field_error("body.is_active", "is your own", "conflict")],
         )
     if user.role in ADMIN_ROLES and not is_super:
         raise Forbidden("Only a super admin can change an administrator's account.")

@@ -30,7 +30,6 @@ from tradeos.accounts.schemas import (
     UserOut,
 )
 from tradeos.billing.plans import Feature
-from tradeos.core.db import utcnow
 from tradeos.core.deps import DatabaseDep, PageQuery, ResourceId, SessionDep, SettingsDep
 from tradeos.core.pagination import Page, paginate
 from tradeos.core.ratelimit import ip_rate_limit
@@ -98,17 +97,15 @@ async def auth_me(principal: ReaderDep, session: SessionDep) -> UserOut:
 
 @auth.get("/license-status")
 async def license_status(principal: ReaderDep, session: SessionDep) -> LicenseStatus:
-    user = await service.get_user(session, principal.user_id)
-    license_ = await service.get_license(session, user)
-    devices = await service.list_devices(session, user.id)
+    view = await service.license_status(session, principal.user_id)
     return LicenseStatus(
-        plan=license_.plan,
-        features=license_.features,
-        max_devices=license_.max_devices,
-        devices_used=len(devices),
-        expires_at=license_.expires_at,
-        is_valid=license_.expires_at is None or license_.expires_at > utcnow(),
-        devices=[DeviceOut.model_validate(device) for device in devices],
+        plan=view.license.plan,
+        features=view.license.features,
+        max_devices=view.license.max_devices,
+        devices_used=len(view.devices),
+        expires_at=view.license.expires_at,
+        is_valid=view.is_valid,
+        devices=[DeviceOut.model_validate(device) for device in view.devices],
     )
 
 

@@ -15,7 +15,7 @@ from tradeos.accounts.service import Audit
 from tradeos.admin.schemas import AdminUserOut, AdminUserUpdate, AuditEventOut
 from tradeos.billing.plans import Tier
 from tradeos.core.deps import PageQuery, ResourceId, SessionDep
-from tradeos.core.errors import ValidationFailed
+from tradeos.core.errors import ValidationFailed, field_error
 from tradeos.core.fields import Moment, NoNul
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
@@ -100,13 +100,7 @@ def _check_window(since: datetime | None, until: datetime | None) -> None:
     if since is not None and until is not None and since > until:
         raise ValidationFailed(
             "since is after until: the time window is empty.",
-            errors=[
-                {
-                    "field": "query.since",
-                    "message": "must not be after until",
-                    "type": "value_error",
-                }
-            ],
+            errors=[field_error("query.since", "must not be after until")],
         )
 
 

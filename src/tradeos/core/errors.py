@@ -36,6 +36,11 @@ def current_request_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
+def field_error(field: str, message: str, kind: str = "value_error") -> dict[str, str]:
+    """One entry of a problem's `errors`: `field` is a dotted path such as `body.email`."""
+    return {"field": field, "message": message, "type": kind}
+
+
 class TradeOSError(Exception):
     """Base of every error TradeOS reports to a client."""
 

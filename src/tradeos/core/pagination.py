@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from tradeos.core.db import order_key
-from tradeos.core.errors import ValidationFailed
+from tradeos.core.errors import ValidationFailed, field_error
 
 T = TypeVar("T")
 
@@ -144,9 +144,7 @@ class Sorting:
             allowed = ", ".join(self.allowed)
             raise ValidationFailed(
                 f"Cannot sort by {name!r}. Allowed: {allowed} (prefix with - for descending).",
-                errors=[
-                    {"field": "query.sort", "message": f"must be one of: {allowed}", "type": "enum"}
-                ],
+                errors=[field_error("query.sort", f"must be one of: {allowed}", "enum")],
             )
         column = self.fields[name]
         keys = [order_key(column)]
