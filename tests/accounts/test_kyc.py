@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 import stat
 import struct
+import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from tests.conftest import serve_app
+from tests.conftest import CapturedLogs, serve_app
 from tests.factories import bearer, make_api_key, make_user, sign_in
 from tradeos.accounts import kyc
 from tradeos.accounts.models import AuditEvent, KycDocument, Role, User
@@ -28,6 +29,7 @@ from tradeos.accounts.service import Principal
 from tradeos.app import create_app
 from tradeos.config import Settings
 from tradeos.core.db import Database
+from tradeos.core.errors import Conflict
 from tradeos.core.storage import LocalFileStorage
 
 UPLOAD = "/api/v1/auth/kyc/upload"
@@ -822,33 +824,216 @@ def principal_of(user: User) -> Principal:
     )
 
 
-@pytest.mark.parametrize("outcome", ["commit", "rollback"])
-async def test_a_rolled_back_upload_leaves_no_file(
-    database: Database, settings: Settings, tmp_path: Path, outcome: str
+class ObservedStorage:
+    """A storage that wraps another: counts what was stored and deleted, can fail deletes."""
+
+    def __init__(self, inner: LocalFileStorage, *, delete_fails: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.delete_fails = delete_fails
+        self.put_keys: list[str] = []
+        self.deleted_keys: list[str] = []
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.put_keys.append(key)
+        await self.inner.put(key, data, content_type)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    async def delete(self, key: str) -> None:
+        self.deleted_keys.append(key)
+        if self.delete_fails:
+            raise OSError("storage unreachable")
+        await self.inner.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        return await self.inner.exists(key)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def count_documents(database: Database) -> int:
+    async with database.session(write=False) as session:
+        return await session.scalar(select(func.count()).select_from(KycDocument)) or 0
+
+
+async def test_an_upload_refused_by_the_database_deletes_its_stored_file(
+    database: Database,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    storage = LocalFileStorage(tmp_path / "files")
-    async with database.sessionmaker() as session:
+    monkeypatch.setattr(kyc, "MAX_PENDING_DOCUMENTS", 1)
+    storage = ObservedStorage(LocalFileStorage(tmp_path / "files"))
+    async with database.session() as session:
         user = await make_user(session)
-        await session.commit()
-        document = await kyc.upload_document(
-            session,
+    principal = principal_of(user)
+
+    async def upload_one() -> KycDocument:
+        return await kyc.upload_document(
+            database, storage, settings, principal, document_type="passport", file=FakeUpload(PDF)
+        )
+
+    kept = await upload_one()
+    with pytest.raises(Conflict):
+        await upload_one()  # over the cap: the file was stored first, then the row refused
+    refused_key = storage.put_keys[-1]
+    assert storage.deleted_keys == [refused_key]
+    assert not await storage.exists(refused_key)
+    assert await storage.exists(kept.storage_key)
+    assert await count_documents(database) == 1
+
+
+async def test_a_file_that_cannot_be_deleted_either_is_logged_as_an_orphan(
+    database: Database,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs: CapturedLogs,
+) -> None:
+    def broken_audit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit table gone")
+
+    monkeypatch.setattr(kyc, "record_audit", broken_audit)
+    storage = ObservedStorage(LocalFileStorage(tmp_path / "files"), delete_fails=True)
+    async with database.session() as session:
+        user = await make_user(session)
+    with pytest.raises(RuntimeError, match="audit table gone"):
+        await kyc.upload_document(
+            database,
             storage,
             settings,
             principal_of(user),
             document_type="passport",
             file=FakeUpload(PDF),
         )
-        key = document.storage_key
-        assert await storage.exists(key)
-        if outcome == "commit":
-            await session.commit()
-            await session.rollback()  # a later rollback must not touch a committed file
-        else:
-            await session.rollback()
-    assert await storage.exists(key) == (outcome == "commit")
-    async with database.sessionmaker() as session:
-        count = await session.scalar(select(func.count()).select_from(KycDocument))
-    assert count == (1 if outcome == "commit" else 0)
+    [key] = storage.put_keys
+    assert storage.deleted_keys == [key]
+    [orphan] = captured_logs.events("kyc_orphan_file")
+    assert orphan["key"] == key
+    assert await count_documents(database) == 0
+
+
+async def test_a_failed_unit_of_work_after_the_put_leaves_no_file(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    people: People,
+    session: AsyncSession,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored: list[str] = []
+    real_put = app.state.storage.put
+
+    async def recording_put(key: str, data: bytes, content_type: str) -> None:
+        stored.append(key)
+        await real_put(key, data, content_type)
+
+    def broken_audit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit table gone")
+
+    monkeypatch.setattr(app.state.storage, "put", recording_put)
+    monkeypatch.setattr(kyc, "record_audit", broken_audit)
+    response = await upload(client, people.owner_headers)
+    assert response.status_code == 500
+    assert len(stored) == 1  # the file was stored before the unit of work...
+    assert stored_files(settings) == []  # ...and deleted when it failed
+    assert await documents_in_database(session) == []
+    assert await kyc_status_of(session, people.owner) == "none"
+
+
+@pytest.mark.parametrize("operation", ["upload", "download", "admin download"])
+async def test_slow_storage_does_not_hold_up_other_requests(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    people: People,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    # On SQLite a process has one connection: a unit of work held across the storage call
+    # would make every other request wait for it.
+    document_id = await uploaded(client, people.owner_headers)
+    storage = app.state.storage
+    real_put, real_get = storage.put, storage.get
+    in_storage = asyncio.Event()
+
+    async def slow_put(key: str, data: bytes, content_type: str) -> None:
+        in_storage.set()
+        await asyncio.sleep(1)
+        await real_put(key, data, content_type)
+
+    async def slow_get(key: str) -> bytes:
+        in_storage.set()
+        await asyncio.sleep(1)
+        return await real_get(key)
+
+    monkeypatch.setattr(storage, "put", slow_put)
+    monkeypatch.setattr(storage, "get", slow_get)
+    finished: dict[str, float] = {}
+
+    async def timed(name: str, request: Awaitable[httpx.Response]) -> httpx.Response:
+        response = await request
+        finished[name] = time.monotonic()
+        return response
+
+    if operation == "upload":
+        slow = upload(client, people.owner_headers)
+    elif operation == "download":
+        slow = client.get(OWN_DOCUMENT.format(id=document_id), headers=people.owner_headers)
+    else:
+        slow = client.get(
+            ADMIN_DOCUMENT.format(id=document_id) + "/file", headers=people.admin_headers
+        )
+
+    async def someone_else() -> httpx.Response:
+        await asyncio.wait_for(in_storage.wait(), timeout=10)
+        return await timed("other", client.get("/api/v1/users/me", headers=people.other_headers))
+
+    slow_response, other_response = await asyncio.gather(timed("slow", slow), someone_else())
+    assert slow_response.status_code in (200, 201), slow_response.text
+    assert other_response.status_code == 200, other_response.text
+    assert finished["other"] < finished["slow"]
+
+
+async def test_parallel_uploads_cannot_pass_the_pending_cap(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    people: People,
+    session: AsyncSession,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kyc, "MAX_PENDING_DOCUMENTS", 2)
+    uploads = 5
+    real_put = app.state.storage.put
+    started = 0
+    all_started = asyncio.Event()
+
+    async def gathering_put(key: str, data: bytes, content_type: str) -> None:
+        # Every upload stores its file before any records it: all five then race for the
+        # last free slots at once.
+        nonlocal started
+        started += 1
+        if started == uploads:
+            all_started.set()
+        await asyncio.wait_for(all_started.wait(), timeout=10)
+        await real_put(key, data, content_type)
+
+    monkeypatch.setattr(app.state.storage, "put", gathering_put)
+    responses = await asyncio.gather(
+        *(upload(client, people.owner_headers) for _ in range(uploads))
+    )
+    assert sorted(response.status_code for response in responses) == [201, 201, 409, 409, 409]
+    documents = await documents_in_database(session)
+    assert sorted(document.id for document in documents) == sorted(
+        response.json()["id"] for response in responses if response.status_code == 201
+    )
+    assert settings.storage_dir is not None
+    assert sorted(stored_files(settings)) == sorted(
+        settings.storage_dir / document.storage_key for document in documents
+    )
 
 
 async def test_a_failed_put_leaves_no_row(

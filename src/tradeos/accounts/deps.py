@@ -221,3 +221,31 @@ async def get_admin(principal: Annotated[Principal, Depends(RequireScope("admin"
 
 AdminDep = Annotated[Principal, Depends(get_admin)]
 SuperAdminDep = Annotated[Principal, Depends(RequireRole(Role.SUPER_ADMIN))]
+
+
+# -- the same guards for endpoints that authenticate before their own (slow) work ------------
+# (file uploads and downloads, password checks: see get_principal_before_work)
+
+PrincipalBeforeWork = Annotated[Principal, Depends(get_principal_before_work)]
+
+
+class RequireScopeBeforeWork:
+    """`RequireScope(scope)` for a principal authenticated before the endpoint's work."""
+
+    def __init__(self, scope: str) -> None:
+        self.require = RequireScope(scope)
+
+    async def __call__(self, principal: PrincipalBeforeWork) -> Principal:
+        return await self.require(principal)
+
+
+async def get_admin_before_work(
+    principal: Annotated[Principal, Depends(RequireScopeBeforeWork("admin"))],
+) -> Principal:
+    """`get_admin` (admin scope, then admin role) for a principal authenticated before work."""
+    return await get_admin(principal)
+
+
+ReaderBeforeWorkDep = Annotated[Principal, Depends(RequireScopeBeforeWork("read"))]
+TraderBeforeWorkDep = Annotated[Principal, Depends(RequireScopeBeforeWork("trade"))]
+AdminBeforeWorkDep = Annotated[Principal, Depends(get_admin_before_work)]

@@ -6,16 +6,31 @@ its content really is (sniffed, never taken from the name or the claimed Content
 size and SHA-256, and the review. The storage key is made of the owner's id and a random
 token, never of anything the client sent.
 
-Upload order, and why: the content is checked and hashed first (nothing is written for a
-refused file); then the row is inserted and flushed (a database refusal writes no file);
-then the file is stored. If storing fails, the error rolls the request back: no row ever
-points at a missing file. If the unit of work is rolled back *after* the file was stored
-(the commit fails, or anything later in the request raises), the file would be an orphan:
-unreferenced, under an unguessable key, never served. It is deleted best effort when the
-session rolls back (`_delete_on_rollback`); should even that fail (storage unreachable),
-the orphan is logged (`kyc_orphan_file`) and harmless.
+Never a unit of work across storage I/O, and why: on the embedded backend each process has
+one database connection (core.db), and a unit of work holds it until it ends; every other
+request of the process waits meanwhile, and answers 503 after ten seconds. Storing or
+fetching a file can be slow (up to 10 MB, over the network with S3), so the functions that
+touch the storage open their own short units of work around it instead of taking the
+request's session, and their endpoints authenticate in a unit of work of their own too.
 
-Like the other services, these functions flush; the request boundary commits.
+Upload order: the content is read (bounded), checked and hashed first: nothing is stored
+for a refused file. Then the bytes are stored under a fresh random key, with no unit of work
+open. Then one short unit of work locks the owner's row (so that parallel uploads on
+PostgreSQL count the pending documents one after another and cannot pass the cap together;
+SQLite's BEGIN IMMEDIATE serializes them anyway), checks the cap, inserts the row, sets the
+owner's KYC status and writes the audit row. If that unit of work fails, whatever the reason
+(the cap, a constraint, the commit, a cancelled request), or the put itself fails (it may
+have stored the object all the same), the object is deleted, shielded from cancellation,
+and the error goes on. Should even the deletion fail (storage unreachable), the orphan is
+logged (`kyc_orphan_file`): unreferenced, under an unguessable key, never served, harmless.
+So a row never points at a file that was not stored.
+
+Download order: the row is read, and who may read it checked, in a short read-only unit of
+work, which is closed before the bytes are fetched.
+
+`upload_document` and `read_document` therefore take the `Database`; the other functions
+work in the request's session and, like the other services, flush: the request boundary
+commits.
 """
 
 from __future__ import annotations
@@ -29,16 +44,14 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 import structlog
-from sqlalchemy import Select, event, func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.util import await_only
 
 from tradeos.accounts.kyc_schemas import REVIEW_REASON_MAX_LENGTH
-from tradeos.accounts.models import KycDocument, KycDocumentType, KycStatus
+from tradeos.accounts.models import KycDocument, KycDocumentType, KycStatus, User
 from tradeos.accounts.service import Audit, ClientInfo, Principal, get_user, record_audit
 from tradeos.config import Settings
-from tradeos.core.db import utcnow
+from tradeos.core.db import Database, utcnow
 from tradeos.core.errors import (
     Conflict,
     Forbidden,
@@ -80,7 +93,7 @@ class UploadedFile(Protocol):
 
 
 async def upload_document(
-    session: AsyncSession,
+    database: Database,
     storage: FileStorage,
     settings: Settings,
     principal: Principal,
@@ -89,8 +102,11 @@ async def upload_document(
     file: UploadedFile,
     client: ClientInfo | None = None,
 ) -> KycDocument:
-    """Check, record and store one document; the user's KYC status becomes pending (unless
-    already approved: a further document does not undo an approval)."""
+    """Check, store and record one document; the user's KYC status becomes pending (unless
+    already approved: a further document does not undo an approval).
+
+    Call it with no unit of work open: it stores the file first, then records it in a unit
+    of work of its own (see the module's docstring)."""
     kind = _document_type(document_type)
     data = await _read_limited(file, settings.kyc_max_upload_bytes)
     content_type, digest = await anyio.to_thread.run_sync(_inspect, data)
@@ -107,7 +123,48 @@ async def upload_document(
             ],
         )
 
-    user = await get_user(session, principal.user_id)
+    key = f"kyc/{principal.user_id}/{secrets.token_hex(16)}.{EXTENSIONS[content_type]}"
+    try:
+        await storage.put(key, data, content_type)
+        async with database.session() as session:
+            return await _record_upload(
+                session,
+                principal,
+                kind,
+                key=key,
+                content_type=content_type,
+                size_bytes=len(data),
+                sha256=digest,
+                filename=file.filename,
+                client=client,
+            )
+    except BaseException:
+        # Nothing refers to the key: the unit of work rolled back, or the put failed (and
+        # may have stored the object all the same, a timeout say).
+        await _delete_orphan(storage, key)
+        raise
+
+
+async def _record_upload(
+    session: AsyncSession,
+    principal: Principal,
+    kind: KycDocumentType,
+    *,
+    key: str,
+    content_type: str,
+    size_bytes: int,
+    sha256: str,
+    filename: str | None,
+    client: ClientInfo | None,
+) -> KycDocument:
+    # The owner's row is locked first: parallel uploads of one user wait here for each
+    # other, so each counts the pending documents the previous ones inserted.
+    owner_id = await session.scalar(
+        select(User.id).where(User.id == principal.user_id).with_for_update()
+    )
+    if owner_id is None:
+        raise NotFound("No such user.")
+    user = await get_user(session, owner_id)
     pending = await session.scalar(
         select(func.count())
         .select_from(KycDocument)
@@ -119,15 +176,14 @@ async def upload_document(
             "wait for a decision before uploading more."
         )
 
-    key = f"kyc/{user.id}/{secrets.token_hex(16)}.{EXTENSIONS[content_type]}"
     document = KycDocument(
         user_id=user.id,
         document_type=kind.value,
         content_type=content_type,
-        size_bytes=len(data),
-        sha256=digest,
+        size_bytes=size_bytes,
+        sha256=sha256,
         storage_key=key,
-        original_filename=sanitize_filename(file.filename),
+        original_filename=sanitize_filename(filename),
         status=KycStatus.PENDING.value,
     )
     session.add(document)
@@ -143,13 +199,20 @@ async def upload_document(
         document_id=document.id,
         document_type=kind.value,
         content_type=content_type,
-        size_bytes=len(data),
+        size_bytes=size_bytes,
     )
     await session.flush()
-    # Armed before the put: a put that times out may still have stored the object.
-    _delete_on_rollback(session, storage, key)
-    await storage.put(key, data, content_type)
     return document
+
+
+async def _delete_orphan(storage: FileStorage, key: str) -> None:
+    """Best effort: delete a stored object nothing refers to; log it if that fails too."""
+    # Shielded: a cancelled request (the client went away) must still clean up.
+    with anyio.CancelScope(shield=True):
+        try:
+            await storage.delete(key)
+        except Exception:
+            logger.warning("kyc_orphan_file", storage=storage.name, key=key, exc_info=True)
 
 
 def _document_type(value: KycDocumentType | str) -> KycDocumentType:
@@ -211,45 +274,6 @@ def sanitize_filename(name: str | None) -> str | None:
     return name[:ORIGINAL_FILENAME_MAX_LENGTH] or None
 
 
-# -- cleaning up after a rollback ----------------------------------------------------------
-
-_UNCOMMITTED_FILES = "tradeos.kyc.uncommitted_files"
-
-
-def _delete_on_rollback(session: AsyncSession, storage: FileStorage, key: str) -> None:
-    """Delete `key` from `storage` if this session's transaction rolls back, not if it commits."""
-    info = session.sync_session.info
-    files: list[tuple[FileStorage, str]] | None = info.get(_UNCOMMITTED_FILES)
-    if files is None:
-        files = info[_UNCOMMITTED_FILES] = []
-        event.listen(session.sync_session, "after_commit", _forget_uncommitted_files)
-        event.listen(session.sync_session, "after_soft_rollback", _delete_uncommitted_files)
-    files.append((storage, key))
-
-
-def _forget_uncommitted_files(sync_session: Session) -> None:
-    sync_session.info.get(_UNCOMMITTED_FILES, []).clear()
-
-
-def _delete_uncommitted_files(sync_session: Session, previous: SessionTransaction) -> None:
-    if previous.parent is not None:
-        return  # a savepoint or inner transaction: the outermost one decides
-    files: list[tuple[FileStorage, str]] = sync_session.info.get(_UNCOMMITTED_FILES, [])
-    while files:
-        storage, key = files.pop()
-        try:
-            # AsyncSession runs rollback in a greenlet of the event loop: we may await here.
-            await_only(_delete_shielded(storage, key))
-        except Exception:
-            logger.warning("kyc_orphan_file", storage=storage.name, key=key, exc_info=True)
-
-
-async def _delete_shielded(storage: FileStorage, key: str) -> None:
-    # A rollback caused by a cancelled request must still clean up.
-    with anyio.CancelScope(shield=True):
-        await storage.delete(key)
-
-
 # -- reading -------------------------------------------------------------------------------
 
 
@@ -283,10 +307,14 @@ async def get_document(
 
 
 async def read_document(
-    session: AsyncSession, storage: FileStorage, principal: Principal, document_id: int
+    database: Database, storage: FileStorage, principal: Principal, document_id: int
 ) -> tuple[KycDocument, bytes]:
-    """The document and its bytes, for its owner or an admin."""
-    document = await get_document(session, principal, document_id)
+    """The document and its bytes, for its owner or an admin.
+
+    Call it with no unit of work open: the row is read in a short one of its own, which is
+    closed before the bytes are fetched."""
+    async with database.session(write=False) as session:
+        document = await get_document(session, principal, document_id)
     try:
         data = await storage.get(document.storage_key)
     except NotFound:

@@ -5,17 +5,31 @@
 
 A document's file is only ever served here, to its owner or an admin, as an attachment that
 a browser must not sniff into something else (never inline, never from a static path).
+
+The endpoints that store or fetch a file take no request session: they authenticate in a
+short unit of work of their own (`get_principal_before_work`, with the same scope and role
+checks as the usual dependencies), and the service opens its own short units of work around
+the storage I/O, never across it (see `kyc`'s docstring: SQLite has one connection per
+process). The others (status, the review list, details, decisions) do no file I/O and work
+in the request's session as usual.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, File, Form, Query, Request, UploadFile, status
+from fastapi import Depends, File, Form, Query, UploadFile, status
 from fastapi.responses import Response
 
 from tradeos.accounts import kyc
-from tradeos.accounts.deps import AdminDep, ClientDep, ReaderDep, TraderDep
+from tradeos.accounts.deps import (
+    AdminBeforeWorkDep,
+    AdminDep,
+    ClientDep,
+    ReaderBeforeWorkDep,
+    ReaderDep,
+    TraderBeforeWorkDep,
+)
 from tradeos.accounts.kyc_schemas import (
     DocumentStatusFilter,
     KycDocumentAdminOut,
@@ -24,24 +38,23 @@ from tradeos.accounts.kyc_schemas import (
     KycStatusOut,
 )
 from tradeos.accounts.models import KycDocument, KycDocumentType, KycStatus
-from tradeos.core.deps import PageQuery, ResourceId, SessionDep, SettingsDep
+from tradeos.core.deps import (
+    DatabaseDep,
+    PageQuery,
+    ResourceId,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.ratelimit import ip_rate_limit
 from tradeos.core.routing import APIRouter
-from tradeos.core.storage import FileStorage
 
 user_kyc = APIRouter(
     prefix="/auth/kyc", tags=["kyc"], dependencies=[Depends(ip_rate_limit("auth"))]
 )
 admin_kyc = APIRouter(prefix="/admin/kyc", tags=["admin", "kyc"])
 
-
-def get_storage(request: Request) -> FileStorage:
-    storage: FileStorage = request.app.state.storage
-    return storage
-
-
-StorageDep = Annotated[FileStorage, Depends(get_storage)]
 
 _FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -77,14 +90,14 @@ async def upload_document(
             description="A PDF, JPEG or PNG (judged by its content), at most KYC_MAX_UPLOAD_BYTES."
         ),
     ],
-    principal: TraderDep,
-    session: SessionDep,
+    principal: TraderBeforeWorkDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     storage: StorageDep,
     client: ClientDep,
 ) -> KycDocumentOut:
     document = await kyc.upload_document(
-        session,
+        database,
         storage,
         settings,
         principal,
@@ -106,9 +119,12 @@ async def kyc_status(principal: ReaderDep, session: SessionDep) -> KycStatusOut:
 
 @user_kyc.get("/documents/{document_id}", response_class=Response, responses=_FILE_RESPONSE)
 async def download_own_document(
-    document_id: ResourceId, principal: ReaderDep, session: SessionDep, storage: StorageDep
+    document_id: ResourceId,
+    principal: ReaderBeforeWorkDep,
+    database: DatabaseDep,
+    storage: StorageDep,
 ) -> Response:
-    document, data = await kyc.read_document(session, storage, principal, document_id)
+    document, data = await kyc.read_document(database, storage, principal, document_id)
     return _file_response(document, data)
 
 
@@ -147,9 +163,9 @@ async def get_document(
 
 @admin_kyc.get("/documents/{document_id}/file", response_class=Response, responses=_FILE_RESPONSE)
 async def download_document(
-    document_id: ResourceId, admin: AdminDep, session: SessionDep, storage: StorageDep
+    document_id: ResourceId, admin: AdminBeforeWorkDep, database: DatabaseDep, storage: StorageDep
 ) -> Response:
-    document, data = await kyc.read_document(session, storage, admin, document_id)
+    document, data = await kyc.read_document(database, storage, admin, document_id)
     return _file_response(document, data)
 
 

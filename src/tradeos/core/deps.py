@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tradeos.config import Settings
 from tradeos.core.db import Database
 from tradeos.core.pagination import PageQuery as PageQuery
+from tradeos.core.storage import FileStorage
 
 
 def get_settings(request: Request) -> Settings:
@@ -23,6 +24,12 @@ def get_database(request: Request) -> Database:
     database = request.app.state.database
     assert isinstance(database, Database)
     return database
+
+
+def get_storage(request: Request) -> FileStorage:
+    """The file storage port (set up by the app's lifespan)."""
+    storage: FileStorage = request.app.state.storage
+    return storage
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -40,6 +47,7 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+StorageDep = Annotated[FileStorage, Depends(get_storage)]
 
 # A row id in a path: bounded, so an absurd number is a 422, not a database overflow.
 ResourceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The resource's id.")]
