@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import CapturedLogs
+from tests.documents import PNG
 from tests.factories import bearer, make_api_key, make_user, sign_in
 from tradeos.accounts.models import User
 from tradeos.config import Settings
@@ -113,11 +114,6 @@ async def test_every_protected_operation_refuses_missing_expired_and_tampered_cr
 
 # -- ownership ------------------------------------------------------------------------------
 
-PNG = (
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
-    b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa75\x81\x84"
-    b"\x00\x00\x00\x00IEND\xaeB`\x82"
-)
 
 Owned = Callable[[httpx.AsyncClient, dict[str, str], AsyncSession, Settings, User], Awaitable[int]]
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import stat
-import struct
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from tests.conftest import CapturedLogs, serve_app
+from tests.documents import JPEG, PDF, PNG, make_pdf
 from tests.factories import bearer, make_api_key, make_user, sign_in
 from tradeos.accounts import kyc
 from tradeos.accounts.models import AuditEvent, KycDocument, Role, User
@@ -41,37 +40,6 @@ ADMIN_DOCUMENT = "/api/v1/admin/kyc/documents/{id}"
 # -- sample documents ------------------------------------------------------------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def make_png() -> bytes:
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def make_pdf(size: int | None = None) -> bytes:
-    """A minimal PDF; with `size`, padded with a comment to exactly that many bytes."""
-    head = b"%PDF-1.4\n1 0 obj <</Type /Catalog>> endobj\ntrailer <</Root 1 0 R>>\n"
-    tail = b"\n%%EOF\n"
-    if size is None:
-        return head + tail
-    padding = size - len(head) - len(tail) - 1
-    assert padding >= 0
-    return head + b"%" + b"x" * padding + tail
-
-
-def make_jpeg() -> bytes:
-    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    return b"\xff\xd8\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0 + b"\xff\xd9"
-
-
-PNG, PDF, JPEG = make_png(), make_pdf(), make_jpeg()
 HTML = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"
 # The start of a Windows executable: "MZ", then the DOS stub.
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + b"PE\x00\x00"

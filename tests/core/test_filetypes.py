@@ -4,49 +4,11 @@ from __future__ import annotations
 
 import random
 import struct
-import zlib
 
 import pytest
 
+from tests.documents import JPEG, PDF, PNG, png_chunk
 from tradeos.core.filetypes import ALLOWED_DOCUMENT_TYPES, sniff_document_type
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def make_png() -> bytes:
-    """A valid 1×1 greyscale PNG."""
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def make_pdf() -> bytes:
-    """A minimal, well-formed one-page PDF."""
-    return (
-        b"%PDF-1.4\n"
-        b"1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n"
-        b"2 0 obj <</Type /Pages /Kids [3 0 R] /Count 1>> endobj\n"
-        b"3 0 obj <</Type /Page /Parent 2 0 R /MediaBox [0 0 72 72]>> endobj\n"
-        b"trailer <</Root 1 0 R>>\n"
-        b"%%EOF\n"
-    )
-
-
-def make_jpeg() -> bytes:
-    """SOI, a JFIF APP0 segment, EOI: the shape of every JPEG."""
-    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    return b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0 + b"\xff\xd9"
-
-
-PNG = make_png()
-PDF = make_pdf()
-JPEG = make_jpeg()
 
 
 def test_allowed_types() -> None:
@@ -91,10 +53,10 @@ FORGED = {
     "zip": b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\x00" * 40,
     "exe": b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 64,
     "png-signature-only": b"\x89PNG\r\n\x1a\n",
-    "png-without-ihdr": b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IDAT", b"\x00" * 13),
+    "png-without-ihdr": b"\x89PNG\r\n\x1a\n" + png_chunk(b"IDAT", b"\x00" * 13),
     "png-bad-ihdr-crc": PNG[:29] + b"\x00\x00\x00\x00" + PNG[33:],
     "png-zero-size": b"\x89PNG\r\n\x1a\n"
-    + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0)),
+    + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0)),
     "png-truncated-magic": b"\x89PNG\x00\x00\x00\x00",
     "jpeg-truncated": JPEG[:-2],
     "jpeg-with-appended-zip": JPEG + b"PK\x03\x04" + b"\x00" * 20,
