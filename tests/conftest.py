@@ -166,3 +166,30 @@ async def serve_app(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with serve_app(app) as http:
         yield http
+
+
+# -- S3, mocked (moto) -----------------------------------------------------------------------
+
+TEST_BUCKET = "tradeos-test-documents"
+TEST_REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """A mocked AWS with fake credentials (never the developer's) and one bucket."""
+    from moto import mock_aws
+
+    boto3 = pytest.importorskip("boto3")
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    with mock_aws():
+        client = boto3.client("s3", region_name=TEST_REGION)
+        client.create_bucket(Bucket=TEST_BUCKET)
+        yield client
+        client.close()

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from tests.conftest import CapturedLogs, serve_app
+from tests.conftest import TEST_BUCKET, TEST_REGION, CapturedLogs, serve_app
 from tests.documents import JPEG, PDF, PNG, make_pdf
 from tests.factories import bearer, make_api_key, make_user, sign_in
 from tradeos.accounts import kyc
@@ -701,32 +701,10 @@ async def test_local_files_live_under_the_storage_directory_only(
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    """A mocked AWS with fake credentials (never the developer's) and one bucket."""
-    boto3 = pytest.importorskip("boto3")
-    from moto import mock_aws
-
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="tradeos-kyc-test")
-        yield client
-
-
-@pytest.fixture
 async def s3_client(
     aws: Any, settings_factory: Callable[..., Settings], database: Database
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-    settings = settings_factory(
-        storage_backend="s3", s3_bucket="tradeos-kyc-test", s3_region="us-east-1"
-    )
+    settings = settings_factory(storage_backend="s3", s3_bucket=TEST_BUCKET, s3_region=TEST_REGION)
     async with serve_app(create_app(settings, configure_logs=False)) as client:
         yield client, settings
 
@@ -743,7 +721,7 @@ async def test_with_s3_an_upload_lands_in_the_bucket_and_reads_back(
 
     document_id = await uploaded(client, owner_headers, JPEG, filename="selfie.jpg")
     [document] = await documents_in_database(session)
-    stored = aws.get_object(Bucket="tradeos-kyc-test", Key=document.storage_key)
+    stored = aws.get_object(Bucket=TEST_BUCKET, Key=document.storage_key)
     assert stored["Body"].read() == JPEG
     assert stored["ContentType"] == "image/jpeg"
     assert stored["ServerSideEncryption"] == "AES256"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import TEST_BUCKET as BUCKET
+from tests.conftest import TEST_REGION as REGION
 from tradeos.config import Settings
 from tradeos.core.errors import NotFound
 from tradeos.core.storage import (
@@ -238,30 +240,6 @@ def test_make_storage_defaults_to_data_dir(tmp_path: Path) -> None:
 
 
 # -- S3 (moto) ---------------------------------------------------------------------------
-
-BUCKET = "tradeos-test-documents"
-REGION = "us-east-1"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    """A mocked AWS with fake credentials (never the developer's) and one bucket."""
-    from moto import mock_aws
-
-    boto3 = pytest.importorskip("boto3")
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-        client.close()
 
 
 @pytest.fixture
