@@ -196,3 +196,23 @@ async def test_a_migration_that_breaks_references_is_refused(tmp_path: Path) -> 
             assert (await connection.exec_driver_sql("SELECT count(*) FROM parents")).scalar() == 1
     finally:
         await engine.dispose()
+
+
+async def test_emails_stored_before_0002_are_lower_cased(
+    empty_database: tuple[str, AsyncEngine],
+) -> None:
+    url, engine = empty_database
+    await _migrate(engine, url, "up", "0001")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO users"
+                " (email, username, password_hash, role, is_active, created_at, updated_at)"
+                " VALUES ('Ölaf@Example.COM', 'olaf', 'x', 'user', true,"
+                " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+    await _migrate(engine, url, "up", "head")
+    async with engine.connect() as connection:
+        stored = await connection.scalar(text("SELECT email FROM users"))
+    assert stored == "ölaf@example.com"

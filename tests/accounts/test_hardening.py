@@ -73,10 +73,14 @@ async def test_guessing_the_current_password_locks_like_a_login(
     assert outcomes == [403, 403, 403, 403, 429]
     right = await change(DEFAULT_PASSWORD)
     assert right.status_code == 429 and right.json()["type"].endswith("account-locked")
-    failures = await session.scalar(
-        select(func.count()).where(AuditEvent.action == "password_change_failed")
+    assert "signing in still works" in right.json()["detail"]
+    actions = (await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id))).all()
+    assert actions == ["password_change_failed"] * 5 + ["password_change_locked"]
+    await session.commit()  # end the test's unit of work: on SQLite it holds the write lock
+    sign_in_ = await client.post(
+        f"{API}/auth/login", json={"login": user.username, "password": DEFAULT_PASSWORD}
     )
-    assert failures == 5
+    assert sign_in_.status_code == 200
 
 
 async def test_a_key_made_by_a_key_does_not_outlive_it(
@@ -273,3 +277,35 @@ async def test_half_a_surrogate_pair_is_a_422(
     )
     # Pydantic refuses text with no UTF-8 form before it could reach a hash or the database.
     assert response.status_code == 422
+
+
+async def test_revoking_a_key_revokes_the_keys_it_made(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    user = await make_user(session, tier="pro")
+    headers = bearer(await sign_in(session, settings, user))
+    parent, parent_secret = await make_api_key(session, settings, user, scopes=["read", "trade"])
+    _, sibling_secret = await make_api_key(session, settings, user, scopes=["read"])
+    await session.commit()
+
+    async def child_of(secret: str) -> str:
+        made = await client.post(
+            f"{API}/api-keys",
+            headers={"X-API-Key": secret},
+            json={"name": "child", "scopes": ["read", "trade"]},
+        )
+        assert made.status_code == 201
+        return str(made.json()["key"])
+
+    child = await child_of(parent_secret)
+    grandchild = await child_of(child)
+    for secret in (child, grandchild):
+        assert (
+            await client.get(f"{API}/auth/me", headers={"X-API-Key": secret})
+        ).status_code == 200
+    assert (await client.delete(f"{API}/api-keys/{parent.id}", headers=headers)).status_code == 204
+    for secret in (parent_secret, child, grandchild):
+        response = await client.get(f"{API}/auth/me", headers={"X-API-Key": secret})
+        assert response.status_code == 401 and "revoked" in response.json()["detail"]
+    sibling = await client.get(f"{API}/auth/me", headers={"X-API-Key": sibling_secret})
+    assert sibling.status_code == 200

@@ -99,6 +99,16 @@ async def test_parallel_guesses_cannot_outrun_the_count(
     assert len(checked.all()) <= 5
 
 
+async def test_the_right_password_of_a_disabled_account_never_adds_up_to_a_lock(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await make_user(session, username="paused", is_active=False)
+    await session.commit()
+    for _ in range(7):
+        response = await attempt(client, "paused", DEFAULT_PASSWORD)
+        assert response.status_code == 403 and "disabled" in response.json()["detail"]
+
+
 async def test_a_success_starts_the_count_again(client: httpx.AsyncClient, user: Any) -> None:
     for _ in range(4):
         await attempt(client, "victim")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from tests.conftest import CapturedLogs, serve_app
+from tests.conftest import TEST_DATABASE_URL, CapturedLogs, serve_app
 from tradeos.accounts.models import User
 from tradeos.app import create_app
 from tradeos.config import Settings
@@ -37,6 +38,10 @@ class OrderDraft(BaseModel):
     legs: list[int] = []
 
 
+class UndefinedTable(Exception):
+    sqlstate = "42P01"
+
+
 def _app(settings: Settings) -> FastAPI:
     app = create_app(settings, configure_logs=False)
 
@@ -62,6 +67,16 @@ def _app(settings: Settings) -> FastAPI:
     @app.get("/t/value-out-of-range")
     async def value_out_of_range() -> None:
         raise DataError("INSERT INTO orders ...", {}, Exception("numeric field overflow"))
+
+    @app.get("/t/not-a-number")
+    async def not_a_number(session: SessionDep) -> None:
+        # PostgreSQL refuses this (SQLSTATE 22P02); asyncpg reports it as a plain DBAPIError.
+        await session.execute(text("SELECT CAST('twelve' AS INTEGER)"))
+
+    @app.get("/t/broken-query")
+    async def broken_query() -> None:
+        # How asyncpg's errors arrive: a plain DBAPIError carrying the SQLSTATE.
+        raise DBAPIError("SELECT * FROM no_such_table", {}, UndefinedTable())
 
     @app.get("/t/database-busy")
     async def database_busy() -> None:
@@ -187,6 +202,19 @@ async def test_a_value_the_database_refuses_is_a_422_and_logged(
     assert "numeric field overflow" not in response.text
     [logged] = captured_logs.events("database_refused_value")
     assert "DataError" in logged["exception"]
+
+
+@pytest.mark.skipif(TEST_DATABASE_URL is None, reason="SQLite casts text to 0 without complaint")
+async def test_a_value_postgresql_refuses_is_a_422(settings: Settings, database: object) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get("/t/not-a-number")
+    assert "cannot be stored" in assert_problem(response, 422)["detail"]
+
+
+async def test_other_database_errors_stay_500s(settings: Settings, database: object) -> None:
+    async with serve_app(_app(settings)) as client:
+        response = await client.get("/t/broken-query")
+    assert_problem(response, 500)
 
 
 async def test_a_busy_or_unreachable_database_is_a_503_to_retry(

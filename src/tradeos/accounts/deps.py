@@ -119,8 +119,11 @@ async def get_principal_before_work(
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
     """The principal, looked up in a short unit of work of its own: for endpoints that do slow
-    work (password hashing) before they open theirs, and so take no request session."""
-    async with database.session() as session:
+    work (password hashing, file transfers) before they open theirs, and so take no request
+    session. Like the request's own, it only reads for GET (and so never waits for SQLite's
+    write lock there)."""
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    async with database.session(write=writes) as session:
         return await _authenticate(request, session, settings, limiter, bearer, api_key)
 
 

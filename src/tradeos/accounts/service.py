@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.accounts.models import (
@@ -83,6 +83,7 @@ class Audit(StrEnum):
     REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     PASSWORD_CHANGE_FAILED = "password_change_failed"  # noqa: S105
+    PASSWORD_CHANGE_LOCKED = "password_change_locked"  # noqa: S105
     PROFILE_UPDATED = "profile_updated"
     API_KEY_CREATED = "api_key_created"
     API_KEY_REVOKED = "api_key_revoked"
@@ -365,6 +366,11 @@ async def open_session(
 # -- login and brute-force protection ---------------------------------------------------------
 
 
+# What a lock stops, in the words of the refusal.
+SIGN_IN = "signing in to this account"
+PASSWORD_CHANGE = "changing this account's password (signing in still works)"  # noqa: S105
+
+
 @dataclass(frozen=True)
 class LoginGuard:
     """Brute-force protection wherever a password is checked (sign-in, password change).
@@ -394,8 +400,9 @@ class LoginGuard:
         s = self.settings
         return f"{s.login_max_failures_per_ip} per {s.login_failure_window_minutes} minutes"
 
-    async def begin(self, key: str, network: str) -> None:
-        """Refuse the attempt if the network or the key is locked out; otherwise count it."""
+    async def begin(self, key: str, network: str, *, locks: str = SIGN_IN) -> None:
+        """Refuse the attempt if the network or the key is locked out; otherwise count it.
+        `locks` names, for the refusal, what a lock of this key stops."""
         by_network = await self.limiter.peek(self._network_failures, "login-failures-ip", network)
         if not by_network.allowed:
             raise RateLimited(
@@ -405,10 +412,10 @@ class LoginGuard:
             )
         lock = await self.limiter.peek(self._lock, "login-lock", key)
         if not lock.allowed:
-            raise self._locked(lock.retry_after)
+            raise self._locked(lock.retry_after, locks)
         attempt = await self.limiter.hit(self._attempts, "login-attempts", key)
         if not attempt.allowed:  # more attempts in flight than the key has left
-            raise self._locked(self.settings.login_lockout_minutes * 60)
+            raise self._locked(self.settings.login_lockout_minutes * 60, locks)
 
     async def failed(self, key: str, network: str) -> bool:
         """The attempt failed; True when it used up the last one and so locked the key."""
@@ -424,15 +431,15 @@ class LoginGuard:
     async def succeeded(self, key: str) -> None:
         await self.limiter.clear(self._attempts, "login-attempts", key)
 
-    async def locked_error(self, key: str) -> AccountLocked:
+    async def locked_error(self, key: str, *, locks: str = SIGN_IN) -> AccountLocked:
         lock = await self.limiter.peek(self._lock, "login-lock", key)
-        return self._locked(lock.retry_after)
+        return self._locked(lock.retry_after, locks)
 
-    def _locked(self, retry_after: int) -> AccountLocked:
+    def _locked(self, retry_after: int, locks: str) -> AccountLocked:
         minutes = max(1, round(retry_after / 60))
         # The same words whether or not the account exists.
         return AccountLocked(
-            "Too many failed password attempts for this account. It is locked; "
+            f"Too many failed password attempts: {locks} is locked; "
             f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
             retry_after=retry_after,
         )
@@ -471,9 +478,10 @@ async def login(
             raise await guard.locked_error(account_key)
         raise Unauthorized("The login or password is wrong.")
     assert user_id is not None
+    # The right password settles the count, whatever happens next.
+    await guard.succeeded(account_key)
     if not is_active:
         raise Forbidden("This account is disabled. Contact support.")
-    await guard.succeeded(account_key)
 
     async with database.session() as session:
         user = await get_user(session, user_id)
@@ -627,22 +635,26 @@ async def change_password(
     password by trying."""
     key = f"password-change:{principal.user_id}"
     network = client.network or client.ip or "unknown"
-    await guard.begin(key, network)
+    await guard.begin(key, network, locks=PASSWORD_CHANGE)
     async with database.session(write=False) as session:
         stored_hash = (await get_user(session, principal.user_id)).password_hash
     matches, _ = await verify_password(current_password, stored_hash)
     if not matches:
         locked = await guard.failed(key, network)
         async with database.session() as session:
-            record_audit(
-                session,
-                Audit.PASSWORD_CHANGE_FAILED,
-                actor_id=principal.user_id,
-                target_user_id=principal.user_id,
-                ip=client.ip,
-            )
+            actions = [Audit.PASSWORD_CHANGE_FAILED]
+            if locked:
+                actions.append(Audit.PASSWORD_CHANGE_LOCKED)
+            for action in actions:
+                record_audit(
+                    session,
+                    action,
+                    actor_id=principal.user_id,
+                    target_user_id=principal.user_id,
+                    ip=client.ip,
+                )
         if locked:
-            raise await guard.locked_error(key)
+            raise await guard.locked_error(key, locks=PASSWORD_CHANGE)
         raise Forbidden(
             "The current password is wrong.",
             errors=[field_error("body.current_password", "is wrong", "invalid")],
@@ -759,7 +771,7 @@ async def _touch(session: AsyncSession, api_key: ApiKey, now: datetime) -> None:
             await session.execute(
                 update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
             )
-    except OperationalError:
+    except DBAPIError:  # SQLite's lock, PostgreSQL's lock timeout or deadlock
         logger.info("api_key_touch_skipped", api_key_id=api_key.id)
 
 
@@ -815,6 +827,7 @@ async def create_api_key(
         key_hash=api_key_digest(secret, settings.jwt_secret_key.get_secret_value()),
         scopes=sorted(scopes),
         expires_at=expires_at,
+        parent_id=principal.api_key_id,
     )
     session.add(api_key)
     await session.flush()
@@ -881,7 +894,10 @@ async def revoke_api_key(
     )
     if api_key is None:
         raise NotFound("No such API key.")
-    api_key.revoked_at = utcnow()
+    now = utcnow()
+    api_key.revoked_at = now
+    # Keys made with this key go with it: a leaked key must not leave its children behind.
+    descendants = await _revoke_descendants(session, api_key.id, now)
     record_audit(
         session,
         Audit.API_KEY_REVOKED,
@@ -890,8 +906,25 @@ async def revoke_api_key(
         ip=client.ip,
         api_key_id=api_key.id,
         prefix=api_key.prefix,
+        also_revoked=descendants,
     )
     await session.flush()
+
+
+async def _revoke_descendants(session: AsyncSession, key_id: int, now: datetime) -> list[int]:
+    revoked: list[int] = []
+    parents = [key_id]
+    while parents:
+        children = (
+            await session.scalars(
+                select(ApiKey).where(ApiKey.parent_id.in_(parents), ApiKey.revoked_at.is_(None))
+            )
+        ).all()
+        for child in children:
+            child.revoked_at = now
+        parents = [child.id for child in children]
+        revoked.extend(parents)
+    return revoked
 
 
 # -- licenses and devices --------------------------------------------------------------------

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -275,10 +275,22 @@ async def _integrity_error(_request: Request, exc: Exception) -> Response:
     return problem_response(409, detail=f"The change conflicts with stored data ({kind} record).")
 
 
+def _is_refused_value(exc: DBAPIError) -> bool:
+    """A value the database cannot store: SQLAlchemy's DataError, or, as asyncpg reports it,
+    any error of SQLSTATE class 22 ("data exception": out of range, NUL in text, ...)."""
+    if isinstance(exc, DataError):
+        return True
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+
+
 async def _data_error(_request: Request, exc: Exception) -> Response:
     # The database refused a value that validation let through (a number out of its column's
     # range, a character PostgreSQL text cannot hold). The client sent it, so it is a 422, but
-    # validation should have caught it: logged with its trace, so it gets fixed there.
+    # validation should have caught it: logged with its trace, so it gets fixed there. Any
+    # other database error is ours: on to the error boundary as a 500.
+    assert isinstance(exc, DBAPIError)
+    if not _is_refused_value(exc):
+        raise exc
     logger.warning("database_refused_value", exc_info=exc)
     return problem_response(
         422, detail="A value in the request cannot be stored (out of range or not allowed)."
@@ -299,7 +311,7 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TradeOSError, _tradeos_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(DBAPIError, _data_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -32,12 +32,19 @@ def upgrade() -> None:
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("scopes", sa.JSON(), nullable=False),
+        sa.Column("parent_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("created_at", tdb.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_used_at", tdb.UTCDateTime(timezone=True), nullable=True),
         sa.Column("expires_at", tdb.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", tdb.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_id"],
+            ["api_keys.id"],
+            name=op.f("fk_api_keys_parent_id_api_keys"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
@@ -240,6 +247,19 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("last_login_at", tdb.UTCDateTime(timezone=True), nullable=True)
         )
+    _lower_case_emails()
+
+
+def _lower_case_emails() -> None:
+    """Emails are kept lower-cased from this revision on: SQLite's lower() knows only ASCII,
+    so comparing in SQL cannot make "Ölaf@…" and "ölaf@…" one address."""
+    users = sa.table("users", sa.column("id", sa.Integer), sa.column("email", sa.String))
+    connection = op.get_bind()
+    for user_id, email in connection.execute(sa.select(users.c.id, users.c.email)).all():
+        if email != email.lower():
+            connection.execute(
+                users.update().where(users.c.id == user_id).values(email=email.lower())
+            )
 
 
 def downgrade() -> None:
