@@ -12,8 +12,8 @@ from fastapi.middleware.gzip import GZipMiddleware
 
 from tradeos import __version__
 from tradeos.accounts.kyc_router import routers as kyc_routers
+from tradeos.accounts.lockout import LoginGuard
 from tradeos.accounts.router import routers as accounts_routers
-from tradeos.accounts.service import LoginGuard
 from tradeos.admin.router import routers as admin_routers
 from tradeos.billing.router import routers as billing_routers
 from tradeos.config import Settings, get_settings

@@ -16,8 +16,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.accounts import service
+from tradeos.accounts.lockout import LoginGuard
 from tradeos.accounts.models import Role
-from tradeos.accounts.service import ClientInfo, LoginGuard, Principal
+from tradeos.accounts.service import ClientInfo, Principal
 from tradeos.billing.plans import Feature
 from tradeos.config import Settings
 from tradeos.core.deps import DatabaseDep, SessionDep, SettingsDep

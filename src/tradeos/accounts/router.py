@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, status
 from pydantic import BaseModel
 
+from tradeos.accounts import api_keys as api_keys_service
 from tradeos.accounts import service
 from tradeos.accounts.deps import (
     ClientDep,
@@ -160,7 +161,7 @@ async def create_api_key(
     settings: SettingsDep,
     client: ClientDep,
 ) -> ApiKeyCreated:
-    api_key, secret = await service.create_api_key(
+    api_key, secret = await api_keys_service.create_api_key(
         session,
         settings,
         principal,
@@ -178,7 +179,7 @@ async def create_api_key(
 async def list_api_keys(
     principal: ReaderDep, session: SessionDep, paging: PageQuery
 ) -> Page[ApiKeyOut]:
-    page = await paginate(session, service.api_keys_query(principal.user_id), paging)
+    page = await paginate(session, api_keys_service.api_keys_query(principal.user_id), paging)
     return page.map(ApiKeyOut.model_validate)
 
 
@@ -186,7 +187,7 @@ async def list_api_keys(
 async def revoke_api_key(
     key_id: ResourceId, principal: TraderDep, session: SessionDep, client: ClientDep
 ) -> None:
-    await service.revoke_api_key(session, principal, key_id, client)
+    await api_keys_service.revoke_api_key(session, principal, key_id, client)
 
 
 routers = (auth, users, api_keys)

@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tradeos.accounts.lockout import PASSWORD_CHANGE, LoginGuard
 from tradeos.accounts.models import (
     ApiKey,
     AuditEvent,
@@ -38,20 +39,15 @@ from tradeos.core.errors import (
     Conflict,
     Forbidden,
     NotFound,
-    RateLimited,
     Unauthorized,
-    ValidationFailed,
     field_error,
 )
-from tradeos.core.ratelimit import RateLimiter
 from tradeos.core.security import (
-    API_KEY_DISPLAY_LENGTH,
     InvalidToken,
     api_key_digest,
     decode_access_token,
     hash_password,
     issue_access_token,
-    new_api_key,
     new_refresh_token,
     token_digest,
     verify_password,
@@ -127,10 +123,6 @@ class ClientInfo:
     ip: str | None = None
     user_agent: str | None = None
     network: str | None = None
-
-
-class AccountLocked(RateLimited):
-    slug, title = "account-locked", "Too many failed password attempts"
 
 
 # -- audit -----------------------------------------------------------------------------------
@@ -364,85 +356,6 @@ async def open_session(
 
 
 # -- login and brute-force protection ---------------------------------------------------------
-
-
-# What a lock stops, in the words of the refusal.
-SIGN_IN = "signing in to this account"
-PASSWORD_CHANGE = "changing this account's password (signing in still works)"  # noqa: S105
-
-
-@dataclass(frozen=True)
-class LoginGuard:
-    """Brute-force protection wherever a password is checked (sign-in, password change).
-
-    Each attempt is counted *before* its password is checked, so a burst of parallel guesses
-    cannot slip past the count: at most LOGIN_MAX_FAILURES passwords are checked per window,
-    however many requests arrive at once. A success wipes the count; the failure that uses up
-    the last attempt locks the key for LOGIN_LOCKOUT_MINUTES. Failures are also counted per
-    client network, whatever accounts they aim at. The counters live in the rate limiter's
-    storage: in-process, or Redis shared by every API process.
-    """
-
-    limiter: RateLimiter
-    settings: Settings
-
-    @property
-    def _attempts(self) -> str:
-        s = self.settings
-        return f"{s.login_max_failures} per {s.login_failure_window_minutes} minutes"
-
-    @property
-    def _lock(self) -> str:
-        return f"1 per {self.settings.login_lockout_minutes} minutes"
-
-    @property
-    def _network_failures(self) -> str:
-        s = self.settings
-        return f"{s.login_max_failures_per_ip} per {s.login_failure_window_minutes} minutes"
-
-    async def begin(self, key: str, network: str, *, locks: str = SIGN_IN) -> None:
-        """Refuse the attempt if the network or the key is locked out; otherwise count it.
-        `locks` names, for the refusal, what a lock of this key stops."""
-        by_network = await self.limiter.peek(self._network_failures, "login-failures-ip", network)
-        if not by_network.allowed:
-            raise RateLimited(
-                "Too many failed sign-in attempts from your network address. "
-                f"Try again in {by_network.retry_after} s.",
-                retry_after=by_network.retry_after,
-            )
-        lock = await self.limiter.peek(self._lock, "login-lock", key)
-        if not lock.allowed:
-            raise self._locked(lock.retry_after, locks)
-        attempt = await self.limiter.hit(self._attempts, "login-attempts", key)
-        if not attempt.allowed:  # more attempts in flight than the key has left
-            raise self._locked(self.settings.login_lockout_minutes * 60, locks)
-
-    async def failed(self, key: str, network: str) -> bool:
-        """The attempt failed; True when it used up the last one and so locked the key."""
-        await self.limiter.hit(self._network_failures, "login-failures-ip", network)
-        left = await self.limiter.peek(self._attempts, "login-attempts", key)
-        if left.allowed:
-            return False
-        await self.limiter.hit(self._lock, "login-lock", key)
-        # After the lock ends the key gets its full number of attempts again.
-        await self.limiter.clear(self._attempts, "login-attempts", key)
-        return True
-
-    async def succeeded(self, key: str) -> None:
-        await self.limiter.clear(self._attempts, "login-attempts", key)
-
-    async def locked_error(self, key: str, *, locks: str = SIGN_IN) -> AccountLocked:
-        lock = await self.limiter.peek(self._lock, "login-lock", key)
-        return self._locked(lock.retry_after, locks)
-
-    def _locked(self, retry_after: int, locks: str) -> AccountLocked:
-        minutes = max(1, round(retry_after / 60))
-        # The same words whether or not the account exists.
-        return AccountLocked(
-            f"Too many failed password attempts: {locks} is locked; "
-            f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
-            retry_after=retry_after,
-        )
 
 
 async def login(
@@ -783,148 +696,11 @@ def _api_key_challenge() -> dict[str, str]:
     return {"WWW-Authenticate": 'ApiKey realm="tradeos", header="X-API-Key"'}
 
 
-# -- API keys --------------------------------------------------------------------------------
-
-
-async def create_api_key(
-    session: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    *,
-    name: str,
-    scopes: list[str],
-    expires_at: datetime | None,
-    client: ClientInfo,
-) -> tuple[ApiKey, str]:
-    """A new key and its secret, which is returned this once and never stored."""
-    beyond = sorted(set(scopes) - principal.scopes)
-    if beyond:
-        raise Forbidden(
-            f"You cannot grant scopes you do not have: {', '.join(beyond)}.",
-            errors=[field_error("body.scopes", "exceeds your own scopes", "forbidden")],
-        )
-    if expires_at is not None and expires_at <= utcnow():
-        raise ValidationFailed(
-            "expires_at must be in the future.",
-            errors=[field_error("body.expires_at", "must be in the future")],
-        )
-    expires_at = await _within_parent_key(session, principal, expires_at)
-    limit = plan_for(principal.tier).quota(Quota.MAX_API_KEYS)
-    await _lock_owner(session, principal.user_id)
-    active = await session.scalar(
-        select(func.count()).select_from(ApiKey).where(*_active_keys(principal.user_id))
-    )
-    if limit is not None and int(active or 0) >= limit:
-        raise Forbidden(
-            f"Your plan allows {limit} active API keys. Revoke one or upgrade your plan."
-        )
-    assert settings.jwt_secret_key is not None
-    secret = new_api_key()
-    api_key = ApiKey(
-        user_id=principal.user_id,
-        name=name,
-        prefix=secret[:API_KEY_DISPLAY_LENGTH],
-        key_hash=api_key_digest(secret, settings.jwt_secret_key.get_secret_value()),
-        scopes=sorted(scopes),
-        expires_at=expires_at,
-        parent_id=principal.api_key_id,
-    )
-    session.add(api_key)
-    await session.flush()
-    record_audit(
-        session,
-        Audit.API_KEY_CREATED,
-        actor_id=principal.user_id,
-        target_user_id=principal.user_id,
-        ip=client.ip,
-        api_key_id=api_key.id,
-        prefix=api_key.prefix,
-        scopes=api_key.scopes,
-    )
-    return api_key, secret
-
-
-async def _within_parent_key(
-    session: AsyncSession, principal: Principal, expires_at: datetime | None
-) -> datetime | None:
-    """A key made with a key lives no longer than the key that made it: revoking a leaked key
-    at its expiry must not leave an everlasting child behind."""
-    if principal.api_key_id is None:
-        return expires_at
-    parent = await session.get(ApiKey, principal.api_key_id)
-    if parent is None or parent.expires_at is None:
-        return expires_at
-    if expires_at is None or expires_at > parent.expires_at:
-        return parent.expires_at
-    return expires_at
-
-
-async def _lock_owner(session: AsyncSession, user_id: int) -> None:
+async def lock_owner(session: AsyncSession, user_id: int) -> None:
     """Serialise counting-then-adding for one user (API keys, devices): without it, parallel
     requests on PostgreSQL all count the same total and all add one. (SQLite serialises
     writers anyway; there FOR UPDATE is not needed and not emitted.)"""
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
-
-
-def _active_keys(user_id: int) -> tuple[Any, ...]:
-    now = utcnow()
-    return (
-        ApiKey.user_id == user_id,
-        ApiKey.revoked_at.is_(None),
-        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
-    )
-
-
-def api_keys_query(user_id: int) -> Any:
-    """The user's usable keys, newest first (for a paginated list)."""
-    return (
-        select(ApiKey)
-        .where(*_active_keys(user_id))
-        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
-    )
-
-
-async def revoke_api_key(
-    session: AsyncSession, principal: Principal, key_id: int, client: ClientInfo
-) -> None:
-    api_key = await session.scalar(
-        select(ApiKey).where(
-            ApiKey.id == key_id, ApiKey.user_id == principal.user_id, ApiKey.revoked_at.is_(None)
-        )
-    )
-    if api_key is None:
-        raise NotFound("No such API key.")
-    now = utcnow()
-    api_key.revoked_at = now
-    # Keys made with this key go with it: a leaked key must not leave its children behind.
-    descendants = await _revoke_descendants(session, api_key.id, now)
-    record_audit(
-        session,
-        Audit.API_KEY_REVOKED,
-        actor_id=principal.user_id,
-        target_user_id=principal.user_id,
-        ip=client.ip,
-        api_key_id=api_key.id,
-        prefix=api_key.prefix,
-        also_revoked=descendants,
-    )
-    await session.flush()
-
-
-async def _revoke_descendants(session: AsyncSession, key_id: int, now: datetime) -> list[int]:
-    revoked: list[int] = []
-    parents = [key_id]
-    while parents:
-        children = (
-            await session.scalars(
-                select(ApiKey).where(ApiKey.parent_id.in_(parents), ApiKey.revoked_at.is_(None))
-            )
-        ).all()
-        for child in children:
-            child.revoked_at = now
-        parents = [child.id for child in children]
-        revoked.extend(parents)
-    return revoked
 
 
 # -- licenses and devices --------------------------------------------------------------------
@@ -953,7 +729,7 @@ async def _register_device(
     session: AsyncSession, user: User, info: DeviceInfo, client: ClientInfo
 ) -> Device:
     fingerprint = device_fingerprint(info)
-    await _lock_owner(session, user.id)
+    await lock_owner(session, user.id)
     device = await session.scalar(
         select(Device).where(Device.user_id == user.id, Device.fingerprint == fingerprint)
     )
