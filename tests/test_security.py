@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import CapturedLogs
 from tests.documents import PNG
-from tests.factories import bearer, make_api_key, make_user, sign_in
+from tests.factories import DEFAULT_PASSWORD, bearer, make_api_key, make_user, sign_in
 from tradeos.accounts.models import User
 from tradeos.config import Settings
 from tradeos.core.db import utcnow
@@ -141,7 +141,7 @@ async def _device(
         "/api/v1/auth/login",
         json={
             "login": user.username,
-            "password": "correct-horse-battery-staple",
+            "password": DEFAULT_PASSWORD,
             "device_info": {"platform": "linux"},
         },
     )
