@@ -309,3 +309,17 @@ async def test_revoking_a_key_revokes_the_keys_it_made(
         assert response.status_code == 401 and "revoked" in response.json()["detail"]
     sibling = await client.get(f"{API}/auth/me", headers={"X-API-Key": sibling_secret})
     assert sibling.status_code == 200
+
+
+@pytest.mark.parametrize("blank", [" ", "\x85", "\x1c", "\u3000"])
+async def test_text_of_nothing_but_spaces_is_422(
+    client: httpx.AsyncClient, session: AsyncSession, blank: str
+) -> None:
+    await make_user(session, username="spaces")
+    await session.commit()
+    response = await client.post(
+        f"{API}/auth/login",
+        json={"login": "spaces", "password": DEFAULT_PASSWORD, "device_info": {"platform": blank}},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.device_info.platform"

@@ -26,10 +26,11 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-# Not blank. Python's strip() also removes the separators U+001C..U+001F, which regex `\s` does
-# not count as space, hence the explicit range; the pattern also reaches the OpenAPI document,
-# so clients (and the contract tests) know a lone space is refused.
-NOT_BLANK = r"[^\s\x1c-\x1f]"
+# Not blank. Python's strip() also removes the separators U+001C..U+001F and U+0085 (next
+# line), which a JSON Schema (ECMAScript) `\s` does not count as space, hence the explicit
+# ones; the pattern also reaches the OpenAPI document, so clients (and the contract tests) know
+# a lone space is refused.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 _ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
 
