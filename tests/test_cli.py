@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner, Result
@@ -147,7 +148,12 @@ def test_relative_revisions_and_unknown_ones(cli_env: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
     back = run("db", "downgrade", "-1")
     assert back.exit_code == 0, back.output
-    assert _tables(cli_env) == {"users"}  # one revision back: only the first one's table
+    # One revision back: the newest revision's tables are gone, the older ones remain.
+    scripts = ScriptDirectory.from_config(db_migrations.alembic_config(""))
+    head = scripts.get_revision(db_migrations.head_revision())
+    assert head is not None
+    assert f"current: {head.down_revision}" in run("db", "current").output
+    assert "users" in _tables(cli_env) < ALL_TABLES
     unknown = run("db", "upgrade", "nonsense")
     assert unknown.exit_code == 2
     assert "Can't locate revision" in unknown.output and "Traceback" not in unknown.output

@@ -28,6 +28,8 @@ from tests.factories import DEFAULT_PASSWORD, bearer, make_api_key, make_user, s
 from tradeos.accounts.models import User
 from tradeos.config import Settings
 from tradeos.core.db import utcnow
+from tradeos.core.events import MemoryEventBus
+from tradeos.notifications.service import notify
 
 # Operations anyone may call. Everything else in the OpenAPI document must demand credentials.
 # (Routes kept out of the document are public by design: /docs, /redoc, /openapi.json and
@@ -167,12 +169,35 @@ async def _kyc_document(
     return int(response.json()["id"])
 
 
+async def _notification(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+) -> int:
+    # Nobody listens here: any bus will do.
+    notification = await notify(
+        session, MemoryEventBus(), user.id, type="test.owned", title="t", body="b"
+    )
+    await session.commit()
+    assert notification is not None
+    return notification.id
+
+
 # Every route with an id of something a user owns, and how to make one such thing. A route with
 # an id that is neither here nor under /admin fails `test_every_owned_route_is_checked`.
 OWNED: dict[str, tuple[Owned, list[tuple[str, str]]]] = {
     "api key": (_api_key, [("DELETE", "/api/v1/api-keys/{key_id}")]),
     "device": (_device, [("DELETE", "/api/v1/auth/devices/{device_id}")]),
     "kyc document": (_kyc_document, [("GET", "/api/v1/auth/kyc/documents/{document_id}")]),
+    "notification": (
+        _notification,
+        [
+            ("PUT", "/api/v1/notifications/{notification_id}/read"),
+            ("DELETE", "/api/v1/notifications/{notification_id}"),
+        ],
+    ),
 }
 
 

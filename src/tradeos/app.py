@@ -17,8 +17,10 @@ from tradeos.accounts.router import routers as accounts_routers
 from tradeos.admin.router import routers as admin_routers
 from tradeos.billing.router import routers as billing_routers
 from tradeos.config import Settings, get_settings
+from tradeos.core.cache import make_cache
 from tradeos.core.db import Database
 from tradeos.core.errors import install_error_handlers
+from tradeos.core.events import flush_after_commit, make_event_bus
 from tradeos.core.logging import RequestContextMiddleware, configure_logging
 from tradeos.core.metrics import install_metrics
 from tradeos.core.middleware import (
@@ -33,6 +35,7 @@ from tradeos.core.redis import make_redis
 from tradeos.core.routing import APIRouter, JSONRoute
 from tradeos.core.status import api_root, probes
 from tradeos.core.storage import make_storage
+from tradeos.notifications.router import routers as notifications_routers
 
 API_PREFIX = "/api/v1"
 GZIP_MINIMUM_BYTES = 1024
@@ -47,7 +50,13 @@ def _api_router() -> APIRouter:
     """Every versioned endpoint. Domain routers are included here as they are built."""
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(api_root)
-    for router in (*accounts_routers, *kyc_routers, *admin_routers, *billing_routers):
+    for router in (
+        *accounts_routers,
+        *kyc_routers,
+        *admin_routers,
+        *billing_routers,
+        *notifications_routers,
+    ):
         api.include_router(router)
     return api
 
@@ -69,6 +78,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings,
     )
     app.state.storage = make_storage(settings)
+    app.state.cache = make_cache(settings)
+    app.state.events = make_event_bus(settings)
     logger.info(
         "startup",
         version=__version__,
@@ -79,6 +90,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await flush_after_commit()  # events committed just before shutdown still go out
+        await app.state.events.aclose()
+        await app.state.cache.aclose()
         await app.state.storage.aclose()
         await app.state.login_guard.limiter.aclose()
         await app.state.rate_limiter.aclose()

@@ -11,6 +11,7 @@ from tradeos.accounts.models import (
     User,
 )
 from tradeos.core.db import Base
+from tradeos.notifications.models import Notification, NotificationPreferences
 
 __all__ = [
     "ApiKey",
@@ -20,6 +21,8 @@ __all__ = [
     "Device",
     "KycDocument",
     "License",
+    "Notification",
+    "NotificationPreferences",
     "RefreshToken",
     "User",
 ]

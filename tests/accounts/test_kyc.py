@@ -1022,3 +1022,39 @@ async def test_two_admins_deciding_at_once_one_wins(
         .where(AuditEvent.action.in_(["kyc_approved", "kyc_rejected"]))
     )
     assert decisions == 1
+
+
+# -- the owner hears of the decision ---------------------------------------------------------
+
+
+async def test_the_owner_is_notified_of_each_decision_once_it_is_committed(
+    app: FastAPI, client: httpx.AsyncClient, people: People
+) -> None:
+    approved_id = await uploaded(client, people.owner_headers)
+    rejected_id = await uploaded(client, people.owner_headers, PNG, document_type="selfie")
+    channel = f"user:{people.owner.id}:notifications"
+    async with app.state.events.subscribe(channel) as subscription:
+        approve = await client.post(
+            ADMIN_DOCUMENT.format(id=approved_id) + "/approve", headers=people.admin_headers
+        )
+        assert approve.status_code == 200
+        event = await subscription.get(timeout=2)
+        assert event is not None and event.payload["type"] == "kyc.approved"
+        reject = await client.post(
+            ADMIN_DOCUMENT.format(id=rejected_id) + "/reject",
+            headers=people.admin_headers,
+            json={"reason": "The photo is blurred."},
+        )
+        assert reject.status_code == 200
+        event = await subscription.get(timeout=2)
+        assert event is not None and event.payload["type"] == "kyc.rejected"
+        assert event.payload["body"] == "The photo is blurred."
+    listed = await client.get("/api/v1/notifications", headers=people.owner_headers)
+    assert [item["type"] for item in listed.json()["items"]] == ["kyc.rejected", "kyc.approved"]
+    # A decision that fails (decided twice) tells nobody anything.
+    again = await client.post(
+        ADMIN_DOCUMENT.format(id=approved_id) + "/approve", headers=people.admin_headers
+    )
+    assert again.status_code == 409
+    listed = await client.get("/api/v1/notifications", headers=people.owner_headers)
+    assert listed.json()["total"] == 2

@@ -61,9 +61,11 @@ from tradeos.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from tradeos.core.events import EventBus
 from tradeos.core.filetypes import JPEG, PDF, PNG, sniff_document_type
 from tradeos.core.pagination import Ordering, Sorting
 from tradeos.core.storage import FileStorage
+from tradeos.notifications.service import notify
 
 logger = structlog.get_logger("tradeos.kyc")
 
@@ -354,17 +356,19 @@ def documents_query(
 
 async def approve_document(
     session: AsyncSession,
+    events: EventBus,
     principal: Principal,
     document_id: int,
     *,
     client: ClientInfo | None = None,
 ) -> KycDocument:
     """Approve a pending document; its owner's KYC status becomes approved."""
-    return await _decide(session, principal, document_id, KycStatus.APPROVED, None, client)
+    return await _decide(session, events, principal, document_id, KycStatus.APPROVED, None, client)
 
 
 async def reject_document(
     session: AsyncSession,
+    events: EventBus,
     principal: Principal,
     document_id: int,
     *,
@@ -386,24 +390,23 @@ async def reject_document(
                 }
             ],
         )
-    return await _decide(session, principal, document_id, KycStatus.REJECTED, reason, client)
+    return await _decide(
+        session, events, principal, document_id, KycStatus.REJECTED, reason, client
+    )
 
 
 async def _decide(
     session: AsyncSession,
+    events: EventBus,
     principal: Principal,
     document_id: int,
     decision: KycStatus,
     reason: str | None,
     client: ClientInfo | None,
 ) -> KycDocument:
-    """Record an admin's decision on a pending document and set its owner's KYC status.
-
-    Notifying the owner: notifications arrive with their own issue. The hook goes here, after
-    the audit row: publish a `kyc.document_decided` event (document id, owner, decision,
-    reason) through the event bus, which sends it only after the request's commit; the
-    notifications domain turns it into the user's notification. Nothing is sent today.
-    """
+    """Record an admin's decision on a pending document, set its owner's KYC status, and
+    notify the owner (`kyc.approved` / `kyc.rejected`, with the reason), which reaches them
+    once the decision is committed."""
     if not principal.is_admin:
         raise Forbidden("Only administrators may review KYC documents.")
     document = await session.get(KycDocument, document_id)
@@ -445,8 +448,23 @@ async def _decide(
         ip=client.ip if client else None,
         **details,
     )
+    await notify(
+        session,
+        events,
+        owner.id,
+        type=f"kyc.{decision.value}",
+        title=_DECISION_TITLES[decision],
+        body=reason or "Your identity document was approved.",
+        data=details,
+    )
     await session.flush()
     return document
+
+
+_DECISION_TITLES = {
+    KycStatus.APPROVED: "Identity document approved",
+    KycStatus.REJECTED: "Identity document rejected",
+}
 
 
 def _ensure_pending(status: str) -> None:

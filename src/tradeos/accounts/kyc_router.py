@@ -40,6 +40,7 @@ from tradeos.accounts.kyc_schemas import (
 from tradeos.accounts.models import KycDocument, KycDocumentType, KycStatus
 from tradeos.core.deps import (
     DatabaseDep,
+    EventsDep,
     PageQuery,
     ResourceId,
     SessionDep,
@@ -171,9 +172,13 @@ async def download_document(
 
 @admin_kyc.post("/documents/{document_id}/approve")
 async def approve_document(
-    document_id: ResourceId, admin: AdminDep, session: SessionDep, client: ClientDep
+    document_id: ResourceId,
+    admin: AdminDep,
+    session: SessionDep,
+    events: EventsDep,
+    client: ClientDep,
 ) -> KycDocumentAdminOut:
-    document = await kyc.approve_document(session, admin, document_id, client=client)
+    document = await kyc.approve_document(session, events, admin, document_id, client=client)
     return KycDocumentAdminOut.model_validate(document)
 
 
@@ -183,10 +188,11 @@ async def reject_document(
     body: KycRejectRequest,
     admin: AdminDep,
     session: SessionDep,
+    events: EventsDep,
     client: ClientDep,
 ) -> KycDocumentAdminOut:
     document = await kyc.reject_document(
-        session, admin, document_id, reason=body.reason, client=client
+        session, events, admin, document_id, reason=body.reason, client=client
     )
     return KycDocumentAdminOut.model_validate(document)
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.config import Settings
 from tradeos.core.db import Database
+from tradeos.core.events import EventBus
 from tradeos.core.pagination import PageQuery as PageQuery
 from tradeos.core.storage import FileStorage
 
@@ -51,3 +52,11 @@ StorageDep = Annotated[FileStorage, Depends(get_storage)]
 
 # A row id in a path: bounded, so an absurd number is a 422, not a database overflow.
 ResourceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The resource's id.")]
+
+
+def get_events(request: Request) -> EventBus:
+    events: EventBus = request.app.state.events
+    return events
+
+
+EventsDep = Annotated[EventBus, Depends(get_events)]
