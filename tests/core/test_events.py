@@ -368,3 +368,58 @@ async def test_make_event_bus_follows_settings(settings_factory: Callable[..., S
         assert redis_bus.backend == "redis"
         assert redis_bus.prefix == settings.redis_key_prefix
         await redis_bus.aclose()
+
+
+async def test_a_released_savepoint_is_not_the_commit(bus: Any, session: AsyncSession) -> None:
+    async with bus.subscribe("orders:1") as subscription:
+        await session.execute(text("SELECT 1"))
+        publish_after_commit(session, bus, "orders:1", {"status": "filled"})
+        async with session.begin_nested():
+            await session.execute(text("SELECT 1"))
+        await flush_after_commit()
+        assert await subscription.get(timeout=QUIET) is None  # the savepoint is no commit
+        await session.rollback()  # ... and the outer rollback drops the event
+        await session.execute(text("SELECT 1"))
+        await session.commit()
+        await flush_after_commit()
+        assert await subscription.get(timeout=QUIET) is None
+
+
+async def _failing_savepoint(session: AsyncSession, bus: Any) -> None:
+    async with session.begin_nested():
+        publish_after_commit(session, bus, "orders:1", {"status": "inside"})
+        raise RuntimeError("the savepoint fails")
+
+
+async def test_events_of_a_rolled_back_savepoint_are_dropped(
+    bus: Any, session: AsyncSession
+) -> None:
+    async with bus.subscribe("orders:1") as subscription:
+        await session.execute(text("SELECT 1"))
+        publish_after_commit(session, bus, "orders:1", {"status": "before"})
+        with pytest.raises(RuntimeError, match="the savepoint fails"):
+            await _failing_savepoint(session, bus)
+        async with session.begin_nested():
+            publish_after_commit(session, bus, "orders:1", {"status": "kept"})
+        await session.commit()
+        assert (await _next(subscription)).payload == {"status": "before"}
+        assert (await _next(subscription)).payload == {"status": "kept"}
+        await flush_after_commit()
+        assert await subscription.get(timeout=QUIET) is None
+
+
+@needs_redis
+async def test_many_open_subscriptions_never_starve_publishing() -> None:
+    assert TEST_REDIS_URL is not None
+    bus = RedisEventBus(TEST_REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
+    subscriptions = [bus.subscribe(f"topic:{n}") for n in range(100)]
+    try:
+        for subscription in subscriptions:
+            await subscription.__aenter__()
+        await bus.publish("topic:7", {"n": 7})  # each subscription holds a connection
+        event = await subscriptions[7].get(timeout=2)
+        assert event is not None and event.payload == {"n": 7}
+    finally:
+        for subscription in subscriptions:
+            await subscription.__aexit__(None, None, None)
+        await bus.aclose()

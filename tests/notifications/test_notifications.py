@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tests.factories import bearer, make_api_key, make_user, sign_in
 from tradeos.accounts.models import User
 from tradeos.config import Settings
-from tradeos.core.events import EventBus
+from tradeos.core.events import EventBus, MemoryEventBus
 from tradeos.notifications import service
 from tradeos.notifications.models import Notification
 
@@ -151,3 +151,32 @@ async def test_a_read_key_cannot_change_notifications(
     assert (await client.get(API, headers={"X-API-Key": key})).status_code == 200
     refused = await client.post(f"{API}/read-all", headers={"X-API-Key": key})
     assert refused.status_code == 403
+
+
+async def test_sorting_oldest_first_and_unknown_sort_fields(
+    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, alice: Any
+) -> None:
+    user, headers = alice
+    for n in range(3):
+        await tell(session, app.state.events, user, n)
+    await session.commit()
+    oldest_first = (await client.get(API, headers=headers, params={"sort": "created"})).json()
+    assert [item["title"] for item in oldest_first["items"]] == [
+        "Order 0 filled",
+        "Order 1 filled",
+        "Order 2 filled",
+    ]
+    unknown = await client.get(API, headers=headers, params={"sort": "-title"})
+    assert unknown.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"type": "Not A Type"}, {"type": "x" * 51}, {"title": "t" * 201}],
+)
+async def test_notify_refuses_what_the_columns_or_mutes_could_not_hold(
+    session: AsyncSession, alice: Any, values: dict[str, Any]
+) -> None:
+    user, _ = alice
+    with pytest.raises(ValueError, match="notification"):
+        await tell(session, MemoryEventBus(), user, 1, **values)

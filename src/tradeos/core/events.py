@@ -458,7 +458,11 @@ class RedisEventBus:
         self.prefix = prefix
         self.max_queue = max_queue
         self.timeout = timeout
+        # Subscriptions each hold a connection of their own while they live; publishing has its
+        # own client, so many open subscriptions can never starve publishes (each pool allows
+        # 100 connections).
         self._redis: Redis = make_redis(url)
+        self._publisher: Redis = make_redis(url)
         self._subscriptions: set[_RedisSubscription] = set()
         self._closed = False
 
@@ -476,7 +480,7 @@ class RedisEventBus:
             raise EventsUnavailable("the event bus is closed")
         try:
             async with asyncio.timeout(self.timeout):
-                await self._redis.publish(self._channel(topic), data)
+                await self._publisher.publish(self._channel(topic), data)
         except _STORE_ERRORS as exc:
             raise EventsUnavailable(f"cannot publish the event: {exc}") from exc
 
@@ -489,6 +493,7 @@ class RedisEventBus:
             subscription._fail(SubscriptionClosed("event bus closed"))
             await subscription._release()
         await self._redis.aclose()
+        await self._publisher.aclose()
 
     def _attach(self, subscription: _RedisSubscription) -> None:
         if self._closed:
@@ -510,6 +515,7 @@ def make_event_bus(settings: Settings) -> EventBus:
 
 _PENDING_KEY: Final = "tradeos.events.pending"
 _LISTENING_KEY: Final = "tradeos.events.listening"
+_SAVEPOINT_MARKS_KEY: Final = "tradeos.events.savepoint_marks"
 # Publishing tasks, referenced until done: the loop keeps only weak references to tasks.
 _publishing: set[asyncio.Task[None]] = set()
 
@@ -529,12 +535,16 @@ def publish_after_commit(
         sa_event.listen(sync_session, "after_commit", _after_commit)
         sa_event.listen(sync_session, "after_soft_rollback", _after_soft_rollback)
         sa_event.listen(sync_session, "after_transaction_end", _after_transaction_end)
+        sa_event.listen(sync_session, "after_transaction_create", _after_transaction_create)
         sync_session.info[_LISTENING_KEY] = True
     pending: list[tuple[EventBus, str, bytes]] = sync_session.info.setdefault(_PENDING_KEY, [])
     pending.append((bus, topic, data))
 
 
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy also reports a released savepoint as a commit; only the outermost counts.
+    if session.in_nested_transaction():
+        return
     pending: list[tuple[EventBus, str, bytes]] = session.info.pop(_PENDING_KEY, [])
     if not pending:
         return
@@ -549,9 +559,23 @@ def _after_commit(session: Session) -> None:
     task.add_done_callback(_publishing.discard)
 
 
+def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    # Remember how many events were queued when a savepoint began, to drop what it queued if it
+    # rolls back.
+    if transaction.nested:
+        marks: dict[int, int] = session.info.setdefault(_SAVEPOINT_MARKS_KEY, {})
+        marks[id(transaction)] = len(session.info.get(_PENDING_KEY, []))
+
+
 def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+    elif previous_transaction.nested:
+        marks: dict[int, int] = session.info.get(_SAVEPOINT_MARKS_KEY, {})
+        mark = marks.pop(id(previous_transaction), None)
+        pending = session.info.get(_PENDING_KEY)
+        if mark is not None and pending is not None:
+            del pending[mark:]
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -559,6 +583,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     # gone): close() without commit, for instance. Nothing carries over to the next one.
     if transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_SAVEPOINT_MARKS_KEY, None)
 
 
 async def _publish_all(pending: list[tuple[EventBus, str, bytes]]) -> None:

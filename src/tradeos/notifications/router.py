@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Depends, Query, status
 
 from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.core.deps import PageQuery, ResourceId, SessionDep
-from tradeos.core.pagination import Page, paginate
+from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
 from tradeos.notifications import service
 from tradeos.notifications.schemas import MarkedRead, NotificationOut, Preferences
@@ -21,12 +21,13 @@ async def list_notifications(
     principal: ReaderDep,
     session: SessionDep,
     paging: PageQuery,
+    order: Annotated[Ordering, Depends(service.NOTIFICATION_SORT)],
     unread: Annotated[
         bool | None, Query(description="true: only unread; false: only read; unset: all.")
     ] = None,
 ) -> Page[NotificationOut]:
     query = service.notifications_query(principal.user_id, unread=unread)
-    page = await paginate(session, query, paging)
+    page = await paginate(session, query.order_by(*order.clauses), paging)
     return page.map(service.as_out)
 
 

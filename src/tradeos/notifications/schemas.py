@@ -9,8 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # A dotted lower-case name: "kyc.approved", "order.filled".
 NOTIFICATION_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$"
+TYPE_MAX_LENGTH = 50  # the columns' sizes (notifications/models.py)
+TITLE_MAX_LENGTH = 200
 NotificationType = Annotated[
-    str, StringConstraints(min_length=1, max_length=50, pattern=NOTIFICATION_TYPE_PATTERN)
+    str,
+    StringConstraints(min_length=1, max_length=TYPE_MAX_LENGTH, pattern=NOTIFICATION_TYPE_PATTERN),
 ]
 
 

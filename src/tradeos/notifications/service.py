@@ -8,6 +8,7 @@ nor sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tradeos.core.db import utcnow
 from tradeos.core.errors import NotFound
 from tradeos.core.events import EventBus, publish_after_commit
+from tradeos.core.pagination import Sorting
 from tradeos.notifications.models import Notification, NotificationPreferences
-from tradeos.notifications.schemas import NotificationOut
+from tradeos.notifications.schemas import (
+    NOTIFICATION_TYPE_PATTERN,
+    TITLE_MAX_LENGTH,
+    TYPE_MAX_LENGTH,
+    NotificationOut,
+)
 
 
 def user_channel(user_id: int) -> str:
@@ -54,7 +61,14 @@ async def notify(
     body: str,
     data: Mapping[str, Any] | None = None,
 ) -> Notification | None:
-    """Tell a user something. None when the user muted this type."""
+    """Tell a user something. None when the user muted this type.
+
+    A type that is not a dotted lower-case name, or a title too long for its column, is a bug
+    in the caller: ValueError, before anything is stored."""
+    if not re.fullmatch(NOTIFICATION_TYPE_PATTERN, type) or len(type) > TYPE_MAX_LENGTH:
+        raise ValueError(f"notification type {type!r} is not a dotted lower-case name")
+    if len(title) > TITLE_MAX_LENGTH:
+        raise ValueError(f"notification title is longer than {TITLE_MAX_LENGTH} characters")
     if type in await muted_types(session, user_id):
         return None
     notification = Notification(
@@ -71,14 +85,20 @@ async def notify(
     return notification
 
 
+# Newest first by default; the id breaks ties between notifications of the same instant.
+NOTIFICATION_SORT = Sorting(
+    {"created": Notification.created_at}, default="-created", tie_breaker=Notification.id
+)
+
+
 def notifications_query(user_id: int, *, unread: bool | None) -> Select[tuple[Notification]]:
-    """The user's notifications, newest first."""
+    """The user's notifications (order them with NOTIFICATION_SORT)."""
     query = select(Notification).where(Notification.user_id == user_id)
     if unread is True:
         query = query.where(Notification.read_at.is_(None))
     elif unread is False:
         query = query.where(Notification.read_at.is_not(None))
-    return query.order_by(Notification.created_at.desc(), Notification.id.desc())
+    return query
 
 
 async def _own(session: AsyncSession, user_id: int, notification_id: int) -> Notification:
