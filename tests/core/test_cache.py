@@ -648,3 +648,33 @@ async def test_get_cache_reads_the_app_state() -> None:
         response = await client.get("/backend")
     assert response.json() == {"backend": "memory"}
     assert await store.get("seen") is True
+
+
+async def test_a_value_overtaken_by_an_invalidation_is_neither_stored_nor_shared(
+    cache: Cache,
+) -> None:
+    """A reader starts computing from old data; the data changes and is invalidated; a reader
+    who comes after the invalidation must see the new data, and the old value must not be
+    stored."""
+    data = {"price": "old"}
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_read() -> dict[str, str]:
+        snapshot = dict(data)
+        started.set()
+        await release.wait()
+        return snapshot
+
+    async def fresh_read() -> dict[str, str]:
+        return dict(data)
+
+    first = asyncio.create_task(cached(cache, "quote", slow_read, ttl=30))
+    await started.wait()
+    data["price"] = "new"
+    await cache.delete("quote")
+    after = await cached(cache, "quote", fresh_read, ttl=30)
+    release.set()
+    assert (await first) == {"price": "old"}  # its own caller gets what it computed
+    assert after == {"price": "new"}
+    assert await cache.get("quote") == {"price": "new"}

@@ -51,6 +51,9 @@ logger = structlog.get_logger("tradeos.cache")
 
 class Cache(Protocol):
     backend: str  # "memory" | "redis"
+    # Counts this process's invalidations (delete, delete_prefix, invalidate_tag): `cached()`
+    # does not store, nor share, a value computed from data an invalidation has since replaced.
+    generation: int
 
     async def get(self, key: str) -> Any | None: ...
 
@@ -120,6 +123,7 @@ class MemoryCache:
     """
 
     backend = "memory"
+    generation = 0
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
@@ -167,6 +171,7 @@ class MemoryCache:
 
     async def delete(self, key: str) -> None:
         _check_name(key, "key")
+        self.generation += 1
         self._remove(key)
 
     def _remove_all(self, keys: Iterable[str]) -> int:
@@ -181,10 +186,12 @@ class MemoryCache:
 
     async def delete_prefix(self, prefix: str) -> int:
         _check_name(prefix, "prefix")
+        self.generation += 1
         return self._remove_all(key for key in self._entries if key.startswith(prefix))
 
     async def invalidate_tag(self, tag: str) -> int:
         _check_name(tag, "tag")
+        self.generation += 1
         return self._remove_all(self._tags.get(tag, ()))
 
     async def aclose(self) -> None:
@@ -241,6 +248,7 @@ class RedisCache:
     """
 
     backend = "redis"
+    generation = 0
 
     def __init__(
         self, url: str, key_prefix: str, *, timeout: float = REDIS_TIMEOUT_SECONDS
@@ -294,6 +302,7 @@ class RedisCache:
 
     async def delete(self, key: str) -> None:
         name = self._entry_prefix + _check_name(key, "key")
+        self.generation += 1
         try:
             await self._redis.unlink(name)
         except _REDIS_ERRORS as error:
@@ -304,6 +313,7 @@ class RedisCache:
 
     async def delete_prefix(self, prefix: str) -> int:
         pattern = _glob_escape(self._entry_prefix + _check_name(prefix, "prefix")) + "*"
+        self.generation += 1
         removed = 0
         batch: list[bytes] = []
         try:
@@ -319,6 +329,7 @@ class RedisCache:
 
     async def invalidate_tag(self, tag: str) -> int:
         tag_name = self._tag_prefix + _check_name(tag, "tag")
+        self.generation += 1
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.smembers(tag_name)
@@ -349,7 +360,7 @@ def make_cache(settings: Settings, *, max_entries: int = DEFAULT_MAX_ENTRIES) ->
 
 # (id(cache), key) -> the stored form of the value being computed. An entry lives only while
 # its computation runs, so the map never outgrows the requests in flight.
-_in_flight: dict[tuple[int, str], asyncio.Future[bytes]] = {}
+_in_flight: dict[tuple[int, str, int], asyncio.Future[bytes]] = {}
 
 
 async def cached(
@@ -368,8 +379,10 @@ async def cached(
     gets the value as it reads back from the cache (JSON: a Decimal comes back as a string),
     hit or miss, each its own copy. A `None` result is not cached (it reads as a miss).
 
-    An entry computed from data that changes before it is stored stays stale until its TTL
-    or the next invalidation: choose TTLs with that in mind.
+    A value whose computation an invalidation overtook (in this process) is returned to the
+    callers already waiting for it, but neither stored nor handed to callers who came after the
+    invalidation: they compute afresh. Another process's invalidation is not seen that way, so
+    across processes such a value can stay until its TTL: choose TTLs with that in mind.
     """
     _check_name(key, "key")
     _check_ttl(ttl)
@@ -377,7 +390,8 @@ async def cached(
     hit = await cache.get(key)
     if hit is not None:
         return cast(T, hit)
-    slot = (id(cache), key)
+    generation = cache.generation
+    slot = (id(cache), key, generation)
     while (pending := _in_flight.get(slot)) is not None:
         try:
             return cast(T, orjson.loads(await asyncio.shield(pending)))
@@ -391,7 +405,7 @@ async def cached(
     try:
         value = await compute()
         payload = dumps(value)
-        if value is not None:
+        if value is not None and cache.generation == generation:
             await cache.set(key, value, ttl=ttl, tags=tag_set)
     except asyncio.CancelledError:
         future.cancel()
