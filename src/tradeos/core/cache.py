@@ -11,7 +11,7 @@ that is a programming error, never a miss. `None` is indistinguishable from a mi
 `None` reads back as "not cached".
 
 The cache is an optimisation, never a dependency: when Redis is unreachable or stalled (each
-call gives up after REDIS_TIMEOUT_SECONDS), `RedisCache` logs `cache_unavailable` once for the
+call gives up after REQUEST_TIMEOUT_SECONDS), `RedisCache` logs `cache_unavailable` once for the
 call and behaves as an empty cache — `get` misses, writes and invalidations do nothing, counts
 are 0 — so a read endpoint still answers from its source.
 """
@@ -32,16 +32,16 @@ import structlog
 from fastapi import Depends, Request
 
 from tradeos.config import Settings
+from tradeos.core.redis import REDIS_ERRORS, REQUEST_TIMEOUT_SECONDS, request_pool
 
 if TYPE_CHECKING:
-    from redis.asyncio import ConnectionPool, Redis
+    from redis.asyncio import Redis
 
 T = TypeVar("T")
 
 MAX_KEY_LENGTH = 300
 DEFAULT_MAX_ENTRIES = 10_000
 # Redis calls sit on the request path: a stalled Redis must cost a request a miss, not hang it.
-REDIS_TIMEOUT_SECONDS = 2.0
 # Keys per SCAN step / per UNLINK call when invalidating many keys at once.
 _BATCH_SIZE = 500
 _GLOB_SPECIALS = frozenset("\\*?[]")
@@ -202,34 +202,6 @@ class MemoryCache:
 # -- Redis ----------------------------------------------------------------------------------
 
 
-def _redis_errors() -> tuple[type[Exception], ...]:
-    """What an unreachable or stalled Redis raises: socket errors, and redis-py's own (Redis
-    is an extra, so only when it is installed)."""
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - the embedded install has no Redis client
-        return (OSError, TimeoutError)
-    return (OSError, TimeoutError, RedisError)
-
-
-_REDIS_ERRORS = _redis_errors()
-
-
-def _redis_pool(url: str, client_name: str, timeout: float) -> ConnectionPool:
-    # Imported here: Redis is an extra, and settings refuse a REDIS_URL without it installed.
-    # A pool built from a URL retries nothing (redis-py's Retry(NoBackoff(), 0) per
-    # connection), so one call costs at most one timeout.
-    from redis.asyncio import ConnectionPool
-
-    return ConnectionPool.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        client_name=client_name,  # shows up in Redis' CLIENT LIST
-    )
-
-
 def _glob_escape(text: str) -> str:
     """`text` as a literal inside a Redis MATCH pattern."""
     return "".join(f"\\{char}" if char in _GLOB_SPECIALS else char for char in text)
@@ -251,13 +223,13 @@ class RedisCache:
     generation = 0
 
     def __init__(
-        self, url: str, key_prefix: str, *, timeout: float = REDIS_TIMEOUT_SECONDS
+        self, url: str, key_prefix: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS
     ) -> None:
         from redis.asyncio import Redis
 
         self._entry_prefix = f"{key_prefix}:cache:"
         self._tag_prefix = f"{key_prefix}:cache-tag:"
-        self._pool = _redis_pool(url, f"{key_prefix}:cache", timeout)
+        self._pool = request_pool(url, client_name=f"{key_prefix}:cache", timeout=timeout)
         self._redis: Redis = Redis(connection_pool=self._pool)
 
     def _unavailable(self, operation: str, error: BaseException) -> None:
@@ -270,7 +242,7 @@ class RedisCache:
         name = self._entry_prefix + _check_name(key, "key")
         try:
             payload = await self._redis.get(name)
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._unavailable("get", error)
             return None
         if payload is None:
@@ -297,7 +269,7 @@ class RedisCache:
                     pipe.pexpire(tag_name, milliseconds, nx=True)
                     pipe.pexpire(tag_name, milliseconds, gt=True)
                 await pipe.execute()
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._unavailable("set", error)
 
     async def delete(self, key: str) -> None:
@@ -305,7 +277,7 @@ class RedisCache:
         self.generation += 1
         try:
             await self._redis.unlink(name)
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._unavailable("delete", error)
 
     async def _unlink(self, names: list[bytes]) -> int:
@@ -323,7 +295,7 @@ class RedisCache:
                     removed += await self._unlink(batch)
                     batch = []
             return removed + await self._unlink(batch)
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._unavailable("delete_prefix", error)
             return 0
 
@@ -340,7 +312,7 @@ class RedisCache:
             for start in range(0, len(names), _BATCH_SIZE):
                 removed += await self._unlink(names[start : start + _BATCH_SIZE])
             return removed
-        except _REDIS_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._unavailable("invalidate_tag", error)
             return 0
 

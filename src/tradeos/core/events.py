@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from tradeos.config import Settings
 from tradeos.core.errors import ServiceUnavailable
+from tradeos.core.redis import REDIS_ERRORS, REQUEST_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,7 +61,6 @@ __all__ = [
 DEFAULT_MAX_QUEUE: Final = 1000
 MAX_TOPIC_LENGTH: Final = 200
 # Redis calls sit on the request path: a stalled Redis must fail the publish, not hang it.
-REDIS_TIMEOUT_SECONDS: Final = 2.0
 
 logger = structlog.get_logger("tradeos.events")
 
@@ -87,19 +87,6 @@ class SubscriptionClosed(Exception):
 
 class SubscriptionOverflow(SubscriptionClosed):
     """The subscriber fell behind, its queue filled up, and it was disconnected: events lost."""
-
-
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What an unreachable Redis raises: socket errors, and redis-py's own (Redis is an extra,
-    so only when it is installed)."""
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - the embedded install has no Redis client
-        return (OSError, TimeoutError)
-    return (OSError, TimeoutError, RedisError)
-
-
-_STORE_ERRORS: Final = _store_errors()
 
 
 def validate_topic(topic: str) -> str:
@@ -382,7 +369,7 @@ class _RedisSubscription(Subscription):
                     message = await self._pubsub.get_message(timeout=self._bus.timeout)
                     if message is not None and message["type"] == "subscribe":
                         pending.discard(message["channel"])
-        except _STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise EventsUnavailable(f"cannot subscribe to events: {exc}") from exc
         self._reader = asyncio.get_running_loop().create_task(
             self._read(self._pubsub), name=f"tradeos-events:{','.join(sorted(self.topics))}"
@@ -432,7 +419,7 @@ class _RedisSubscription(Subscription):
         finally:
             if pubsub is not None:
                 # The connection is dropped either way.
-                with contextlib.suppress(*_STORE_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
@@ -449,7 +436,7 @@ class RedisEventBus:
         *,
         prefix: str = "tradeos",
         max_queue: int = DEFAULT_MAX_QUEUE,
-        timeout: float = REDIS_TIMEOUT_SECONDS,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         from tradeos.core.redis import make_redis
 
@@ -481,7 +468,7 @@ class RedisEventBus:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._publisher.publish(self._channel(topic), data)
-        except _STORE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise EventsUnavailable(f"cannot publish the event: {exc}") from exc
 
     def subscribe(self, *topics: str) -> Subscription:

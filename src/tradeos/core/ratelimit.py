@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tradeos.config import Settings
 from tradeos.core.errors import RateLimited, ServiceUnavailable
+from tradeos.core.redis import REDIS_ERRORS, request_pool
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool
@@ -54,22 +55,8 @@ if TYPE_CHECKING:
 # The endpoint groups limited per client IP, each with its RATE_LIMIT_<GROUP> setting.
 LIMIT_GROUPS = ("auth", "trading", "market_data", "data_sync")
 # Redis calls sit on the request path: a stalled Redis must fail the request, not hang it.
-REDIS_TIMEOUT_SECONDS = 2.0
 _STATE_KEY = "rate_limit"
 logger = structlog.get_logger("tradeos.ratelimit")
-
-
-def _store_errors() -> tuple[type[Exception], ...]:
-    """What an unreachable counter store raises: socket errors, and redis-py's own (Redis is
-    an extra, so only when it is installed)."""
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - the embedded install has no Redis client
-        return (OSError, TimeoutError)
-    return (OSError, TimeoutError, RedisError)
-
-
-_STORE_ERRORS = _store_errors()
 
 
 class _FixedWindow(FixedWindowRateLimiter):
@@ -166,19 +153,6 @@ def _key_parts(identifiers: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.replace("%", "%25").replace("/", "%2F") for part in identifiers)
 
 
-def _redis_pool(url: str, client_name: str) -> ConnectionPool:
-    # Imported here: Redis is an extra, and settings refuse a REDIS_URL without it installed.
-    from redis.asyncio import ConnectionPool
-
-    return ConnectionPool.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        health_check_interval=30,
-        client_name=client_name,  # shows up in Redis' CLIENT LIST
-    )
-
-
 def _redis_storage(pool: ConnectionPool, key_prefix: str) -> RedisStorage:
     # `limits` parses its URI even when handed a pool, and refuses forms redis-py accepts
     # (redis://host/0 without a port; unix:// selects valkey). The pool already knows the
@@ -214,7 +188,7 @@ class RateLimiter:
         self.enabled = enabled
         self.fail_open = fail_open
         self.backend = "redis" if redis_url else "memory"
-        self._pool = _redis_pool(redis_url, key_prefix) if redis_url else None
+        self._pool = request_pool(redis_url, client_name=key_prefix) if redis_url else None
         # Keyed by strategy too: fixed and moving windows keep different Redis types under the
         # same key (WRONGTYPE errors while both run, e.g. during a rolling change of strategy).
         storage: Storage = (
@@ -255,7 +229,7 @@ class RateLimiter:
         try:
             allowed = await self._strategy.hit(item, *keys, cost=cost)
             return await self._state(item, keys, allowed=allowed)
-        except _STORE_ERRORS as error:
+        except REDIS_ERRORS as error:
             return self._store_unreachable(item, error)
 
     async def peek(self, limit: str | RateLimitItem, *identifiers: str) -> RateLimitState:
@@ -267,7 +241,7 @@ class RateLimiter:
         try:
             allowed = await self._strategy.test(item, *keys)
             return await self._state(item, keys, allowed=allowed)
-        except _STORE_ERRORS as error:
+        except REDIS_ERRORS as error:
             return self._store_unreachable(item, error)
 
     async def clear(self, limit: str | RateLimitItem, *identifiers: str) -> None:
@@ -275,7 +249,7 @@ class RateLimiter:
         item = self.parse(limit)
         try:
             await self._strategy.clear(item, *_key_parts(identifiers))
-        except _STORE_ERRORS as error:
+        except REDIS_ERRORS as error:
             self._store_unreachable(item, error)
 
     def _store_unreachable(self, item: RateLimitItem, error: Exception) -> RateLimitState:

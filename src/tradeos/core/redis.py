@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import ConnectionPool, Redis
 
 
 def make_redis(url: str, *, connect_timeout: float = 5.0) -> Redis:
@@ -24,3 +24,38 @@ def make_redis(url: str, *, connect_timeout: float = 5.0) -> Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+# A call on the request path waits at most this long for Redis: a stalled Redis must slow a
+# request down, not hang it.
+REQUEST_TIMEOUT_SECONDS = 2.0
+
+
+def request_pool(
+    url: str, *, client_name: str, timeout: float = REQUEST_TIMEOUT_SECONDS
+) -> ConnectionPool:
+    """A connection pool for calls made while a request waits (rate limits, cache): short
+    timeouts, and a name that shows up in Redis' CLIENT LIST. A pool built from a URL retries
+    nothing, so one call costs at most one timeout."""
+    from redis.asyncio import ConnectionPool
+
+    return ConnectionPool.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        client_name=client_name,
+    )
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover - the embedded install has no Redis client
+        return (OSError, TimeoutError)
+    return (OSError, TimeoutError, RedisError)
+
+
+# What an unreachable or stalled Redis raises: socket errors, and redis-py's own (Redis is an
+# extra, so its errors only where it is installed).
+REDIS_ERRORS: tuple[type[Exception], ...] = _connection_errors()
