@@ -35,6 +35,7 @@ from tradeos.core.redis import make_redis
 from tradeos.core.routing import APIRouter, JSONRoute
 from tradeos.core.status import api_root, probes
 from tradeos.core.storage import make_storage
+from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
 
 API_PREFIX = "/api/v1"
@@ -56,6 +57,7 @@ def _api_router() -> APIRouter:
         *admin_routers,
         *billing_routers,
         *notifications_routers,
+        *gateway_routers,
     ):
         api.include_router(router)
     return api
