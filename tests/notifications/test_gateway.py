@@ -32,22 +32,22 @@ class Someone:
     api_key: str
 
 
-@pytest.fixture
-async def alice(session: AsyncSession, settings: Settings) -> Someone:
+async def someone(session: AsyncSession, settings: Settings) -> Someone:
     user = await make_user(session, tier="pro")
     tokens = await sign_in(session, settings, user)
     _, key = await make_api_key(session, settings, user, scopes=["read"])
     await session.commit()
     return Someone(user.id, tokens.access_token, key)
+
+
+@pytest.fixture
+async def alice(session: AsyncSession, settings: Settings) -> Someone:
+    return await someone(session, settings)
 
 
 @pytest.fixture
 async def bob(session: AsyncSession, settings: Settings) -> Someone:
-    user = await make_user(session, tier="pro")
-    tokens = await sign_in(session, settings, user)
-    _, key = await make_api_key(session, settings, user, scopes=["read"])
-    await session.commit()
-    return Someone(user.id, tokens.access_token, key)
+    return await someone(session, settings)
 
 
 @pytest.fixture

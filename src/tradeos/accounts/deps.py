@@ -32,7 +32,6 @@ from tradeos.core.ratelimit import (
     group_limit,
     user_limit_for_tier,
 )
-from tradeos.core.security import looks_like_api_key
 
 # auto_error=False: a missing credential is answered by us, as a problem document.
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login.")
@@ -79,11 +78,6 @@ async def _authenticate(
     if bearer is not None:
         principal = await service.authenticate_access_token(session, settings, bearer.credentials)
     elif api_key is not None:
-        if not looks_like_api_key(api_key):
-            raise Unauthorized(
-                "The API key is not valid.",
-                headers={"WWW-Authenticate": 'ApiKey realm="tradeos", header="X-API-Key"'},
-            )
         principal = await service.authenticate_api_key(session, settings, api_key)
     else:
         raise Unauthorized("Sign in: send `Authorization: Bearer <token>` or `X-API-Key`.")

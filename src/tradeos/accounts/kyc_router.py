@@ -38,6 +38,7 @@ from tradeos.accounts.kyc_schemas import (
     KycStatusOut,
 )
 from tradeos.accounts.models import KycDocument, KycDocumentType, KycStatus
+from tradeos.core.db import MAX_ROW_ID
 from tradeos.core.deps import (
     DatabaseDep,
     EventsDep,
@@ -142,7 +143,7 @@ async def list_documents(
         DocumentStatusFilter,
         Query(alias="status", description="Documents in this status; `all` for every one."),
     ] = "pending",
-    user_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     document_type: KycDocumentType | None = None,
 ) -> Page[KycDocumentAdminOut]:
     query = kyc.documents_query(

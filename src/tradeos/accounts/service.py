@@ -34,7 +34,7 @@ from tradeos.accounts.models import (
 from tradeos.accounts.schemas import DeviceInfo, TokenPair
 from tradeos.billing.plans import Feature, Quota, plan_for
 from tradeos.config import Settings
-from tradeos.core.db import Database, utcnow
+from tradeos.core.db import MAX_ROW_ID, Database, utcnow
 from tradeos.core.errors import (
     Conflict,
     Forbidden,
@@ -48,6 +48,7 @@ from tradeos.core.security import (
     decode_access_token,
     hash_password,
     issue_access_token,
+    looks_like_api_key,
     new_refresh_token,
     token_digest,
     verify_password,
@@ -61,7 +62,6 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.ADMIN: frozenset({"read", "trade", "admin"}),
     Role.SUPER_ADMIN: frozenset({"read", "trade", "admin"}),
 }
-MAX_ID = 2**63  # ids are 64-bit; a token naming a larger one is not ours
 # last_used_at of an API key is written at most this often: a busy key must not turn every
 # read into a write.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
@@ -602,7 +602,8 @@ async def authenticate_access_token(
         )
         user_id = int(claims["sub"])
         session_id = int(claims["sid"])
-        if not (0 < user_id < MAX_ID and 0 < session_id < MAX_ID):
+        # Ids are 64-bit: a token naming a larger one is not ours.
+        if not (0 < user_id <= MAX_ROW_ID and 0 < session_id <= MAX_ROW_ID):
             raise ValueError("id out of range")
     except InvalidToken as error:
         raise Unauthorized(str(error), headers=_bearer_error("invalid_token")) from None
@@ -638,6 +639,8 @@ async def authenticate_access_token(
 
 async def authenticate_api_key(session: AsyncSession, settings: Settings, key: str) -> Principal:
     assert settings.jwt_secret_key is not None
+    if not looks_like_api_key(key):  # not even shaped like one: no need to look it up
+        raise Unauthorized("The API key is not valid.", headers=_api_key_challenge())
     digest = api_key_digest(key, settings.jwt_secret_key.get_secret_value())
     row = (
         await session.execute(

@@ -14,6 +14,7 @@ from tradeos.accounts.models import KycStatus, Role
 from tradeos.accounts.service import Audit
 from tradeos.admin.schemas import AdminUserOut, AdminUserUpdate, AuditEventOut
 from tradeos.billing.plans import Tier
+from tradeos.core.db import MAX_ROW_ID
 from tradeos.core.deps import PageQuery, ResourceId, SessionDep
 from tradeos.core.errors import ValidationFailed, field_error
 from tradeos.core.fields import Moment, NoNul
@@ -24,7 +25,7 @@ from tradeos.core.routing import APIRouter
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(get_admin)])
 
 UserSort = Annotated[Ordering, Depends(management.USER_SORT)]
-UserId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+UserId = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
 
 
 @admin.get("/users")

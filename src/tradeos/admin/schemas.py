@@ -8,26 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradeos.accounts.models import Role
+from tradeos.accounts.schemas import UserOut
 from tradeos.billing.plans import Tier
 
 
-class AdminUserOut(BaseModel):
-    """A user as an administrator sees them. Listed field by field: no secret can slip in."""
+class AdminUserOut(UserOut):
+    """A user as an administrator sees them: what the user sees of themselves, and more.
+    Listed field by field, here and in UserOut: no secret can slip in."""
 
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    email: str
-    username: str
-    full_name: str | None
-    role: str
-    tier: str
     tier_renews_at: datetime | None
-    kyc_status: str
-    is_active: bool
-    created_at: datetime
     updated_at: datetime
-    last_login_at: datetime | None
     password_changed_at: datetime | None
 
 

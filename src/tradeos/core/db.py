@@ -213,6 +213,9 @@ def utcnow() -> datetime:
 
 # An auto-incrementing primary key: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+# The largest id a 64-bit primary key can hold: path and query ids are bounded by it, so an
+# absurd number is a 422, never a database overflow.
+MAX_ROW_ID = 2**63 - 1
 IdPK = Annotated[int, mapped_column(BigIntPK, primary_key=True, autoincrement=True)]
 
 

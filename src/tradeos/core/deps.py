@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.config import Settings
-from tradeos.core.db import Database
+from tradeos.core.db import MAX_ROW_ID, Database
 from tradeos.core.events import EventBus
 from tradeos.core.pagination import PageQuery as PageQuery
 from tradeos.core.storage import FileStorage
@@ -51,7 +51,7 @@ SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")
 StorageDep = Annotated[FileStorage, Depends(get_storage)]
 
 # A row id in a path: bounded, so an absurd number is a 422, not a database overflow.
-ResourceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The resource's id.")]
+ResourceId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The resource's id.")]
 
 
 def get_events(request: Request) -> EventBus:

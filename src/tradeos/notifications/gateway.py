@@ -49,7 +49,6 @@ from tradeos.core.events import (
     SubscriptionClosed,
     SubscriptionOverflow,
 )
-from tradeos.core.security import looks_like_api_key
 
 __all__ = ["routers"]
 
@@ -143,8 +142,6 @@ def _subprotocol_credentials(websocket: WebSocket) -> tuple[str, str, str] | Non
 async def _authenticate(websocket: WebSocket, kind: str, credential: Any) -> Principal:
     if not isinstance(credential, str) or not credential:
         raise _AuthFailed("unauthorized", "Send a token or an API key.")
-    if kind == "api_key" and not looks_like_api_key(credential):
-        raise _AuthFailed("unauthorized", "The API key is not valid.")
     app = websocket.app
     settings = app.state.settings
     try:
