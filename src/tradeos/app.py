@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from tradeos.core.cache import make_cache
 from tradeos.core.db import Database
 from tradeos.core.errors import install_error_handlers
 from tradeos.core.events import flush_after_commit, make_event_bus
+from tradeos.core.jobs import JobQueue, Scheduler
 from tradeos.core.logging import RequestContextMiddleware, configure_logging
 from tradeos.core.metrics import install_metrics
 from tradeos.core.middleware import (
@@ -35,6 +37,8 @@ from tradeos.core.redis import make_redis
 from tradeos.core.routing import APIRouter, JSONRoute
 from tradeos.core.status import api_root, probes
 from tradeos.core.storage import make_storage
+from tradeos.core.transactions import flush_after_commit as flush_committed_actions
+from tradeos.jobs import JOBS
 from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
 
@@ -82,17 +86,39 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.storage = make_storage(settings)
     app.state.cache = make_cache(settings)
     app.state.events = make_event_bus(settings)
+    app.state.jobs = jobs = JobQueue(
+        settings,
+        database=app.state.database,
+        events=app.state.events,
+        cache=app.state.cache,
+        storage=app.state.storage,
+    )
+    await jobs.start()
+    scheduler: asyncio.Task[None] | None = None
+    if settings.runs_jobs_in_serve:
+        # Embedded: this process runs the jobs and the schedules (DESIGN.md).
+        await jobs.start_consuming()
+        scheduler = asyncio.create_task(Scheduler(jobs).run(), name="tradeos-scheduler")
     logger.info(
         "startup",
         version=__version__,
         environment=settings.environment,
         database=settings.safe_database_url,
         cache=settings.cache_backend,
+        jobs=settings.broker_backend,
+        jobs_here=settings.runs_jobs_in_serve,
+        declared_jobs=len(JOBS),
     )
     try:
         yield
     finally:
-        await flush_after_commit()  # events committed just before shutdown still go out
+        if scheduler is not None:
+            scheduler.cancel()
+            await asyncio.wait([scheduler])
+        # Jobs and events of requests committed just before shutdown still go out.
+        await flush_committed_actions()
+        await jobs.aclose()
+        await flush_after_commit()
         await app.state.events.aclose()
         await app.state.cache.aclose()
         await app.state.storage.aclose()

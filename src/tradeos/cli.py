@@ -1,4 +1,5 @@
-"""The `tradeos` command: serve, db upgrade|downgrade|current|seed|reset, version."""
+"""The `tradeos` command: serve, worker, scheduler, db upgrade|downgrade|current|seed|reset,
+users create-admin, version."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import secrets
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Annotated, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
@@ -27,6 +28,9 @@ from tradeos import migrations as db_migrations
 from tradeos.config import Settings, get_settings, settings_error_lines
 from tradeos.core.db import Database, create_engine
 from tradeos.core.logging import configure_logging, redact_text
+
+if TYPE_CHECKING:
+    from tradeos.core.jobs import Priority
 
 app = typer.Typer(name="tradeos", help="TradeOS trading platform backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database: migrations, demo data, reset.", no_args_is_help=True)
@@ -159,6 +163,144 @@ def serve(
 def version() -> None:
     """Print the TradeOS version."""
     console.print(f"TradeOS {__version__}")
+
+
+def _parse_queues(value: str) -> list[Priority]:
+    from tradeos.core.jobs import Priority
+
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    try:
+        return [Priority(name) for name in names] or list(Priority)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Priority)
+        _fail(f"--queues takes a comma-separated list of: {allowed}")
+
+
+def _import_job_modules(modules: list[str]) -> None:
+    """Every TradeOS job, plus the modules named with --module (jobs of your own)."""
+    import importlib
+
+    import tradeos.jobs  # noqa: F401 - declares every job of TradeOS
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            _fail(f"Cannot import job module {module!r}: {error}")
+
+
+def _require_shared_broker(settings: Settings, command: str) -> None:
+    if settings.broker_backend == "memory":
+        _fail(
+            f"tradeos {command} needs a shared job broker: set REDIS_URL. With the in-process "
+            "broker, `tradeos serve` runs the jobs and schedules itself."
+        )
+
+
+async def _run_until_stopped(main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main` until it ends or SIGINT / SIGTERM arrives, then let it clean up."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+ModuleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module", "-m", help="Also import this module's jobs (repeatable).", show_default=False
+    ),
+]
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Queues to take jobs from, highest priority first.")
+    ] = "high,default,low",
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="Jobs run at once (default: JOBS_CONCURRENCY)."),
+    ] = None,
+    module: ModuleOption = None,
+) -> None:
+    """Run background jobs from the shared broker (Redis) until stopped."""
+    from tradeos.core.jobs import JobQueue
+
+    settings = load_settings()
+    _require_shared_broker(settings, "worker")
+    consume = _parse_queues(queues)
+    _import_job_modules(module or [])
+    with _database_errors(settings):
+        _prepare_database(settings)
+
+    async def run() -> None:
+        async with _job_ports(settings) as ports:
+            jobs = JobQueue(settings, **ports, consume=consume, concurrency=concurrency)
+            try:
+                await jobs.start_consuming()
+                console.print(
+                    f"TradeOS worker {jobs.worker_id}: queues {', '.join(consume)}, "
+                    f"{jobs.concurrency} at once"
+                )
+                await asyncio.Event().wait()
+            finally:
+                await jobs.aclose()
+
+    asyncio.run(_run_until_stopped(run))
+
+
+@app.command()
+def scheduler(module: ModuleOption = None) -> None:
+    """Send scheduled jobs when they are due, until stopped. Several may run: each period
+    fires once."""
+    from tradeos.core.jobs import JobQueue, Scheduler
+
+    settings = load_settings()
+    _require_shared_broker(settings, "scheduler")
+    _import_job_modules(module or [])
+    with _database_errors(settings):
+        _prepare_database(settings)
+
+    async def run() -> None:
+        async with _job_ports(settings) as ports:
+            jobs = JobQueue(settings, **ports)
+            await jobs.start()
+            try:
+                schedule = Scheduler(jobs)
+                names = ", ".join(d.name for d in schedule.definitions) or "none"
+                console.print(f"TradeOS scheduler {schedule.worker_id}: {names}")
+                await schedule.run()
+            finally:
+                await jobs.aclose()
+
+    asyncio.run(_run_until_stopped(run))
+
+
+@asynccontextmanager
+async def _job_ports(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """What jobs are given to work with, as `serve` gives them."""
+    from tradeos.core.cache import make_cache
+    from tradeos.core.events import make_event_bus
+    from tradeos.core.storage import make_storage
+    from tradeos.core.transactions import flush_after_commit
+
+    database = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
+    events = make_event_bus(settings)
+    cache = make_cache(settings)
+    storage = make_storage(settings)
+    try:
+        yield {"database": database, "events": events, "cache": cache, "storage": storage}
+    finally:
+        await flush_after_commit()
+        await events.aclose()
+        await cache.aclose()
+        await storage.aclose()
+        await database.dispose()
 
 
 @db_app.command("upgrade")

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     kyc_max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
+    # -- background jobs --------------------------------------------------------------------
+    # auto: Redis Streams when REDIS_URL is set, else in-process.
+    jobs_broker: Literal["auto", "memory", "redis"] = "auto"
+    # Whether `serve` runs jobs and schedules itself; unset: yes with the in-process broker.
+    jobs_run_in_serve: bool | None = None
+    jobs_concurrency: int = Field(default=4, ge=1, le=100)
+    jobs_redeliver_after_seconds: int = Field(default=900, ge=10, le=7 * 86400)
+    jobs_keep_days: int = Field(default=30, ge=1, le=3650)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -210,6 +219,8 @@ class Settings(BaseSettings):
             if not self.s3_bucket:
                 raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
             _require_module("boto3", "the S3 client", "s3")
+        if self.jobs_broker == "redis" and not self.redis_url:
+            raise ValueError("JOBS_BROKER=redis needs REDIS_URL")
         if self.database_url is None:
             self.database_url = f"{_SQLITE_DRIVER}:///{self.data_dir / 'tradeos.db'}"
         if self.jwt_secret_key is None and self.environment != "production":
@@ -254,7 +265,16 @@ class Settings(BaseSettings):
 
     @property
     def broker_backend(self) -> str:
+        """Where jobs travel: "memory" (in-process) or "redis" (Redis Streams)."""
+        if self.jobs_broker != "auto":
+            return self.jobs_broker
         return "redis" if self.redis_url else "memory"
+
+    @property
+    def runs_jobs_in_serve(self) -> bool:
+        if self.jobs_run_in_serve is not None:
+            return self.jobs_run_in_serve
+        return self.broker_backend == "memory"
 
     @property
     def safe_database_url(self) -> str:

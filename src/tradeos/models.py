@@ -11,6 +11,7 @@ from tradeos.accounts.models import (
     User,
 )
 from tradeos.core.db import Base
+from tradeos.core.jobs.models import JobRun, JobWorker
 from tradeos.notifications.models import Notification, NotificationPreferences
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "AuthSession",
     "Base",
     "Device",
+    "JobRun",
+    "JobWorker",
     "KycDocument",
     "License",
     "Notification",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tradeos.config import Settings
 from tradeos.core.db import MAX_ROW_ID, Database
 from tradeos.core.events import EventBus
+from tradeos.core.jobs import JobQueue
 from tradeos.core.pagination import PageQuery as PageQuery
 from tradeos.core.storage import FileStorage
 
@@ -60,3 +61,12 @@ def get_events(request: Request) -> EventBus:
 
 
 EventsDep = Annotated[EventBus, Depends(get_events)]
+
+
+def get_jobs(request: Request) -> JobQueue:
+    """The job queue: `await jobs.enqueue(session, some_job, {...})`."""
+    jobs: JobQueue = request.app.state.jobs
+    return jobs
+
+
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]

@@ -1,0 +1,10 @@
+"""Every job of TradeOS, imported in one place (as models.py does for tables), so `serve`,
+`tradeos worker` and `tradeos scheduler` all know the same jobs. A domain's jobs live in its
+`jobs.py`; add the module here."""
+
+from tradeos.core.jobs import JOBS
+from tradeos.core.jobs import maintenance as _maintenance
+
+__all__ = ["JOBS"]
+
+DECLARING_MODULES = (_maintenance,)
