@@ -93,6 +93,7 @@ class Audit(StrEnum):
     KYC_UPLOADED = "kyc_uploaded"
     KYC_APPROVED = "kyc_approved"
     KYC_REJECTED = "kyc_rejected"
+    JOB_RETRIED = "job_retried"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Administration endpoints: /admin/users (find and manage accounts) and /admin/audit (the
-security log). Every route needs an administrator with the `admin` scope."""
+"""Administration endpoints: /admin/users (find and manage accounts), /admin/audit (the
+security log), /admin/queue/status and /admin/jobs (background jobs). Every route needs an
+administrator with the `admin` scope."""
 
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ from tradeos.accounts import management, service
 from tradeos.accounts.deps import AdminDep, ClientDep, get_admin
 from tradeos.accounts.models import KycStatus, Role
 from tradeos.accounts.service import Audit
-from tradeos.admin.schemas import AdminUserOut, AdminUserUpdate, AuditEventOut
+from tradeos.admin.schemas import (
+    AdminUserOut,
+    AdminUserUpdate,
+    AuditEventOut,
+    JobRunOut,
+    QueueStatusOut,
+)
 from tradeos.billing.plans import Tier
 from tradeos.core.db import MAX_ROW_ID
-from tradeos.core.deps import PageQuery, ResourceId, SessionDep
-from tradeos.core.errors import ValidationFailed, field_error
+from tradeos.core.deps import JobsDep, PageQuery, ResourceId, SessionDep
+from tradeos.core.errors import NotFound, ValidationFailed, field_error
 from tradeos.core.fields import Moment, NoNul
+from tradeos.core.jobs import JobRun, Priority, RunStatus
+from tradeos.core.jobs import status as job_status
+from tradeos.core.jobs.status import RUN_SORT
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
 
@@ -103,6 +113,64 @@ def _check_window(since: datetime | None, until: datetime | None) -> None:
             "since is after until: the time window is empty.",
             errors=[field_error("query.since", "must not be after until")],
         )
+
+
+JobRunSort = Annotated[Ordering, Depends(RUN_SORT)]
+
+
+@admin.get("/queue/status")
+async def queue_status(_admin: AdminDep, session: SessionDep, jobs: JobsDep) -> QueueStatusOut:
+    """Per queue: runs waiting, delayed and running, failures and successes of the last 24 h;
+    scheduled jobs with their next run; the workers and schedulers seen."""
+    status = await job_status.queue_status(session, jobs)
+    return QueueStatusOut.model_validate(status)
+
+
+@admin.get("/jobs")
+async def list_jobs(
+    _admin: AdminDep,
+    session: SessionDep,
+    paging: PageQuery,
+    order: JobRunSort,
+    status: RunStatus | None = None,
+    name: Annotated[
+        str | None, Query(max_length=100, description="The job's name, e.g. jobs.prune_runs.")
+    ] = None,
+    queue: Priority | None = None,
+    owner_id: UserId = None,
+) -> Page[JobRunOut]:
+    query = job_status.runs_query(status=status, name=name, queue=queue, owner_id=owner_id)
+    page = await paginate(session, query.order_by(*order.clauses), paging)
+    return page.map(JobRunOut.model_validate)
+
+
+@admin.get("/jobs/{run_id}")
+async def get_job(run_id: ResourceId, _admin: AdminDep, session: SessionDep) -> JobRunOut:
+    run = await session.get(JobRun, run_id)
+    if run is None:
+        raise NotFound(f"No job run {run_id}.")
+    return JobRunOut.model_validate(run)
+
+
+@admin.post("/jobs/{run_id}/retry")
+async def retry_job(
+    run_id: ResourceId,
+    actor: AdminDep,
+    session: SessionDep,
+    jobs: JobsDep,
+    client: ClientDep,
+) -> JobRunOut:
+    """Queue a failed run again, with a fresh budget of attempts (409 if it has not failed)."""
+    run = await jobs.retry_failed(session, run_id)
+    service.record_audit(
+        session,
+        Audit.JOB_RETRIED,
+        actor_id=actor.user_id,
+        ip=client.ip,
+        run_id=run.id,
+        job=run.name,
+    )
+    return JobRunOut.model_validate(run)
 
 
 routers = (admin,)

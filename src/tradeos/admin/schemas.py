@@ -56,3 +56,71 @@ class AuditEventOut(BaseModel):
     ip_address: str | None
     details: dict[str, Any]
     created_at: datetime
+
+
+class JobRunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    queue: str
+    status: str = Field(description="queued, running, succeeded or failed.")
+    arguments_summary: str
+    owner_id: int | None
+    attempts: int
+    max_attempts: int
+    progress: int = Field(description="0 to 100.")
+    progress_message: str | None
+    result_summary: str | None
+    error: str | None = Field(description="The last attempt's error, with its traceback's end.")
+    created_at: datetime
+    run_after: datetime = Field(description="Not started before this (retry backoff, delay).")
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class QueueCountsOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    depth: int = Field(description="Queued runs due now.")
+    delayed: int = Field(description="Queued runs waiting out a retry backoff or a delay.")
+    running: int
+    failed_last_24h: int
+    succeeded_last_24h: int
+
+
+class ScheduledJobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    schedule: str
+    queue: str
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_status: str | None
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str = Field(description="worker (runs jobs) or scheduler.")
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_seen_at: datetime
+    alive: bool = Field(description="Seen within the last minute.")
+
+
+class QueueStatusOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    backend: str = Field(description="memory (in-process) or redis.")
+    queues: list[QueueCountsOut]
+    scheduled: list[ScheduledJobOut]
+    workers: list[WorkerOut] = Field(description="Seen in the last 24 hours.")
+    broker: dict[str, int] | None = Field(
+        description="Messages Redis holds per priority stream and delayed; null in-process."
+    )
