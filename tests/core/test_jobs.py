@@ -483,3 +483,33 @@ def test_module_constants_exist() -> None:
     # Tests shorten these; keep them module-level.
     assert queue_module.HEARTBEAT_SECONDS > 0
     assert queue_module.WORKER_GONE_AFTER_SECONDS > queue_module.HEARTBEAT_SECONDS
+
+
+async def test_a_run_that_cannot_be_claimed_is_sent_again_later(
+    settings_factory: Callable[..., Settings],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tradeos.core.jobs import runs
+
+    real_claim = runs.claim
+    failures = []
+
+    async def claim_once_failing(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise ConnectionError("database unreachable")
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "claim", claim_once_failing)
+    monkeypatch.setattr(queue_module, "CLAIM_RETRY_SECONDS", 0.2)
+    settings = settings_factory(jobs_broker="memory", redis_url=None)
+    queue = make_queue(settings, database)
+    await queue.start_consuming()
+    try:
+        run = await queue.enqueue_now(sample_jobs.record, {"value": "later"})
+        done = await wait_for(database, run.id, RunStatus.SUCCEEDED)
+    finally:
+        await close_queue(queue)
+    assert failures == [1]
+    assert done.attempts == 1

@@ -5,6 +5,7 @@ these tests block on the socket; data is arranged and committed before the clien
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +177,46 @@ async def test_private_events_reach_only_their_owner(
             "channel": "leaderboard",
             "data": {"rank": 1},
         }
+
+
+async def test_a_users_job_reports_its_progress_on_their_jobs_channel_only(
+    settings_factory: Any, database: Database, alice: Someone, bob: Someone
+) -> None:
+    from tests.core import sample_jobs
+
+    app = create_app(settings_factory(jobs_run_in_serve=True), configure_logs=False)
+    with (
+        TestClient(app) as client,
+        client.websocket_connect(WS) as alice_ws,
+        client.websocket_connect(WS) as bob_ws,
+    ):
+        authenticate(alice_ws, token=alice.token)
+        authenticate(bob_ws, token=bob.token)
+        subscribe(alice_ws, "jobs")
+        subscribe(bob_ws, "jobs", "leaderboard")
+        assert client.portal is not None
+        enqueue = functools.partial(
+            app.state.jobs.enqueue_now,
+            sample_jobs.progress,
+            {"hold": 0.1},
+            owner_id=alice.user_id,
+        )
+        run = client.portal.call(enqueue)
+        frames = []
+        while not frames or frames[-1]["data"]["status"] != "succeeded":
+            frames.append(alice_ws.receive_json())
+        assert {frame["channel"] for frame in frames} == {"jobs"}
+        assert {frame["data"]["id"] for frame in frames} == {run.id}
+        assert [f["data"]["status"] for f in frames] == [
+            "queued",
+            "running",
+            "running",
+            "succeeded",
+        ]
+        assert frames[2]["data"]["progress"] == 50
+        # bob's next frame is the public one published after the job ended, not alice's job.
+        publish(client, "leaderboard", {"rank": 1})
+        assert bob_ws.receive_json()["channel"] == "leaderboard"
 
 
 async def test_another_users_channel_is_refused(

@@ -59,6 +59,8 @@ HEARTBEAT_SECONDS: float = 10.0
 # A worker not seen for this long is gone: its running runs are sent again.
 WORKER_GONE_AFTER_SECONDS: float = 60.0
 PROMOTE_INTERVAL_SECONDS: float = 0.5
+# A run that could not be claimed (database down) is tried again this much later.
+CLAIM_RETRY_SECONDS: float = 5.0
 # On stop, running jobs get this long to finish before they are interrupted and handed back.
 SHUTDOWN_GRACE_SECONDS: float = 10.0
 # Redis hands a message over only after it has been idle longer than any job may run.
@@ -310,12 +312,20 @@ class JobQueue:
             self._running.discard(task)
 
     async def _attempt(self, name: str, run_id: int, token: str) -> None:
-        async with self.database.session() as session:
-            claimed = await runs.claim(session, run_id, token, self.worker_id)
-            if claimed is not None:
-                self._announce(
-                    session, claimed.owner_id, _event(claimed, RunStatus.RUNNING, name=name)
-                )
+        try:
+            async with self.database.session() as session:
+                claimed = await runs.claim(session, run_id, token, self.worker_id)
+                if claimed is not None:
+                    self._announce(
+                        session, claimed.owner_id, _event(claimed, RunStatus.RUNNING, name=name)
+                    )
+        except Exception as exc:
+            # The database is unreachable: this message is acknowledged when we return, so
+            # the run is sent again for later rather than left queued with no message.
+            logger.warning("job_claim_failed", run_id=run_id, job=name, error=repr(exc))
+            queue = JOBS[name].priority if name in JOBS else Priority.DEFAULT
+            await self.send(run_id, name, queue, token, CLAIM_RETRY_SECONDS)
+            return
         if claimed is None:
             logger.info("job_message_stale", run_id=run_id, job=name)
             return

@@ -255,7 +255,7 @@ async def take_orphans(
     `include_queued`, every queued one (the embedded queue lived in a process that ended).
     Each gets a new token, so any old message for it is stale."""
     orphaned = (JobRun.status == RunStatus.RUNNING) & or_(
-        JobRun.worker_id.is_(None), JobRun.worker_id.not_in(live_workers or {""})
+        JobRun.worker_id.is_(None), JobRun.worker_id.not_in(sorted(live_workers) or [""])
     )
     condition = or_(orphaned, JobRun.status == RunStatus.QUEUED) if include_queued else orphaned
     rows = (
