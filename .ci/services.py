@@ -3,6 +3,7 @@
     python .ci/services.py probe          exit 0: both listen (use them); exit 3: not here (skip)
     python .ci/services.py create NAME    create database NAME (dropping an old one), empty Redis
     python .ci/services.py drop NAME      drop database NAME, empty Redis
+    python .ci/services.py probe-amqp     exit 0: RabbitMQ listens (its job tests run too)
 
 A service that listens but then fails (bad credentials, no such database) fails CI rather than
 quietly skipping the run.
@@ -54,6 +55,8 @@ async def _redis(command: str) -> None:
 
 
 async def main(action: str, name: str | None) -> int:
+    if action == "probe-amqp":
+        return 0 if _listening("127.0.0.1", 5672) else NOT_HERE
     if action == "probe":
         if not (_listening("127.0.0.1", 5432) and _listening("127.0.0.1", 6379)):
             print("PostgreSQL and Redis are not both listening on 127.0.0.1: skipping that run")

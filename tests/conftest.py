@@ -33,6 +33,8 @@ from tradeos.models import Base
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL") or None
+# RabbitMQ, for the job tests that run on it (only those: it is one job broker among three).
+TEST_AMQP_URL = os.environ.get("TEST_AMQP_URL") or None
 
 configure_logging("WARNING")
 

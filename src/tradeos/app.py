@@ -93,12 +93,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache=app.state.cache,
         storage=app.state.storage,
     )
-    await jobs.start()
     scheduler: asyncio.Task[None] | None = None
     if settings.runs_jobs_in_serve:
         # Embedded: this process runs the jobs and the schedules (DESIGN.md).
         await jobs.start_consuming()
         scheduler = asyncio.create_task(Scheduler(jobs).run(), name="tradeos-scheduler")
+    else:
+        await jobs.start()
     logger.info(
         "startup",
         version=__version__,

@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     kyc_max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     # -- background jobs --------------------------------------------------------------------
-    # auto: Redis Streams when REDIS_URL is set, else in-process.
-    jobs_broker: Literal["auto", "memory", "redis"] = "auto"
+    # auto: Redis Streams when REDIS_URL is set, else in-process; or RabbitMQ (RABBITMQ_URL).
+    jobs_broker: Literal["auto", "memory", "redis", "rabbitmq"] = "auto"
+    rabbitmq_url: SecretStr | None = None
     # Whether `serve` runs jobs and schedules itself; unset: yes with the in-process broker.
     jobs_run_in_serve: bool | None = None
     jobs_concurrency: int = Field(default=4, ge=1, le=100)
@@ -197,6 +198,13 @@ class Settings(BaseSettings):
         _require_module("redis", "the Redis client", "redis")
         return value
 
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _check_rabbitmq_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
     @field_validator("jwt_secret_key")
     @classmethod
     def _strong_secret_in_production(
@@ -221,6 +229,10 @@ class Settings(BaseSettings):
             _require_module("boto3", "the S3 client", "s3")
         if self.jobs_broker == "redis" and not self.redis_url:
             raise ValueError("JOBS_BROKER=redis needs REDIS_URL")
+        if self.jobs_broker == "rabbitmq":
+            if self.rabbitmq_url is None:
+                raise ValueError("JOBS_BROKER=rabbitmq needs RABBITMQ_URL")
+            _require_module("taskiq_aio_pika", "the RabbitMQ client", "rabbitmq")
         if self.database_url is None:
             self.database_url = f"{_SQLITE_DRIVER}:///{self.data_dir / 'tradeos.db'}"
         if self.jwt_secret_key is None and self.environment != "production":

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_AMQP_URL, TEST_REDIS_URL
 from tests.core import sample_jobs
 from tradeos.config import Settings
 from tradeos.core.cache import make_cache
@@ -36,15 +36,18 @@ from tradeos.core.transactions import flush_after_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 needs_redis = pytest.mark.skipif(not TEST_REDIS_URL, reason="needs TEST_REDIS_URL")
+needs_rabbitmq = pytest.mark.skipif(not TEST_AMQP_URL, reason="needs TEST_AMQP_URL")
 
 
 # -- fixtures ---------------------------------------------------------------------------------
 
 
 class WorkerProcess:
-    """`tradeos worker` in a process of its own, sharing the test's database and Redis."""
+    """`tradeos worker` in a process of its own, sharing the test's database and broker."""
 
-    def __init__(self, database_url: str, prefix: str, data_dir: Path) -> None:
+    def __init__(
+        self, database_url: str, prefix: str, data_dir: Path, broker: str = "redis"
+    ) -> None:
         self.env = {
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
@@ -54,6 +57,8 @@ class WorkerProcess:
             "REDIS_URL": TEST_REDIS_URL or "",
             "REDIS_KEY_PREFIX": prefix,
             "LOG_LEVEL": "WARNING",
+            "JOBS_BROKER": broker,
+            "RABBITMQ_URL": TEST_AMQP_URL or "",
         }
         self.process: subprocess.Popen[str] | None = None
 
@@ -106,6 +111,18 @@ def worker_process(
     worker.stop()
 
 
+@pytest.fixture(scope="module")
+def rabbitmq_worker_process(
+    database_url: str, module_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(
+        database_url, module_prefix, tmp_path_factory.mktemp("rabbit"), broker="rabbitmq"
+    )
+    worker.start()
+    yield worker
+    worker.stop()
+
+
 def make_queue(settings: Settings, database: Database, **options: Any) -> JobQueue:
     return JobQueue(
         settings,
@@ -124,21 +141,35 @@ async def close_queue(queue: JobQueue) -> None:
     await queue.cache.aclose()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=needs_redis),
+        pytest.param("rabbitmq", marks=needs_rabbitmq),
+    ]
+)
 async def jobs(
     request: pytest.FixtureRequest,
     settings_factory: Callable[..., Settings],
     database: Database,
     module_prefix: str,
 ) -> AsyncIterator[JobQueue]:
-    """A queue whose jobs run: in this process (memory), or in a `tradeos worker` (redis)."""
+    """A queue whose jobs run: in this process (memory), or in a `tradeos worker` (redis,
+    rabbitmq)."""
     if request.param == "memory":
         settings = settings_factory(jobs_broker="memory", redis_url=None)
         queue = make_queue(settings, database, concurrency=1)
         await queue.start_consuming()
-    else:
+    elif request.param == "redis":
         request.getfixturevalue("worker_process")
         settings = settings_factory(jobs_broker="redis", redis_key_prefix=module_prefix)
+        queue = make_queue(settings, database)
+        await queue.start()
+    else:
+        request.getfixturevalue("rabbitmq_worker_process")
+        settings = settings_factory(
+            jobs_broker="rabbitmq", rabbitmq_url=TEST_AMQP_URL, redis_key_prefix=module_prefix
+        )
         queue = make_queue(settings, database)
         await queue.start()
     yield queue
@@ -222,6 +253,8 @@ async def test_a_job_past_its_timeout_is_stopped_and_ends_failed(
 async def test_progress_is_recorded_and_sent_to_the_owners_jobs_channel(
     jobs: JobQueue, database: Database
 ) -> None:
+    if jobs.backend != "memory" and jobs.events.backend != "redis":
+        pytest.skip("events reach another process only through Redis")
     async with jobs.events.subscribe("user:42:jobs", "user:43:jobs") as events:
         run = await jobs.enqueue_now(sample_jobs.progress, {"hold": 1.0}, owner_id=42)
         async with asyncio.timeout(10):
@@ -349,18 +382,24 @@ async def test_a_stale_message_does_not_run_a_run_again(jobs: JobQueue, database
     assert (again.attempts, again.finished_at) == (1, done.finished_at)
 
 
-@needs_redis
+@pytest.mark.parametrize(
+    "broker",
+    [pytest.param("redis", marks=needs_redis), pytest.param("rabbitmq", marks=needs_rabbitmq)],
+)
 async def test_a_job_whose_worker_dies_is_run_by_another_worker(
     settings_factory: Callable[..., Settings],
     database: Database,
     database_url: str,
     tmp_path: Path,
+    broker: str,
 ) -> None:
     prefix = f"test-jobs-{uuid.uuid4().hex[:12]}"
-    settings = settings_factory(jobs_broker="redis", redis_key_prefix=prefix)
+    settings = settings_factory(
+        jobs_broker=broker, redis_key_prefix=prefix, rabbitmq_url=TEST_AMQP_URL
+    )
     queue = make_queue(settings, database)
     await queue.start()
-    doomed = WorkerProcess(database_url, prefix, tmp_path / "doomed")
+    doomed = WorkerProcess(database_url, prefix, tmp_path / "doomed", broker)
     doomed.start()
     try:
         run = await queue.enqueue_now(sample_jobs.sleepy, {"seconds": 60})
@@ -376,7 +415,7 @@ async def test_a_job_whose_worker_dies_is_run_by_another_worker(
             await session.execute(
                 update(JobRun).where(JobRun.id == run.id).values(arguments={"seconds": 0.1})
             )
-        rescuer = WorkerProcess(database_url, prefix, tmp_path / "rescuer")
+        rescuer = WorkerProcess(database_url, prefix, tmp_path / "rescuer", broker)
         rescuer.start()
         try:
             done = await wait_for(database, run.id, RunStatus.SUCCEEDED, RunStatus.FAILED)
@@ -472,7 +511,7 @@ def test_backoff_is_exponential_and_capped() -> None:
 
 
 async def test_heartbeats_make_workers_visible(jobs: JobQueue, database: Database) -> None:
-    if jobs.backend == "redis":
+    if jobs.backend != "memory":
         pytest.skip("the worker process writes its heartbeat every 10 s")
     async with database.session(write=False) as session:
         workers = (await session.scalars(select(JobWorker))).all()

@@ -1,25 +1,33 @@
-"""The taskiq brokers jobs travel on: in-process (embedded) or Redis Streams.
+"""The taskiq brokers jobs travel on: in-process (embedded), Redis Streams, or RabbitMQ.
 
-Both carry one queue per priority and honour a `delay` label (taskiq's own in-memory and Redis
-brokers ignore it, STACK.md), so a retry really waits on every broker. A message is only
+Each carries one queue per priority and honours a `delay` label (taskiq's own in-memory and
+Redis brokers ignore it, STACK.md), so a retry really waits on every broker. A message is only
 `{run_id, token}`; the run's arguments stay in `job_runs`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from taskiq import AsyncBroker
+from taskiq import AckableMessage, AsyncBroker
 from taskiq.message import BrokerMessage
 
 from tradeos.core.jobs.definitions import Priority
 
-__all__ = ["EmbeddedBroker", "RedisJobBroker", "message_delay", "message_priority"]
+__all__ = [
+    "EmbeddedBroker",
+    "RabbitJobBroker",
+    "RedisJobBroker",
+    "delay_bucket_ms",
+    "message_delay",
+    "message_priority",
+]
 
 PRIORITY_LABEL: Final = "priority"
 DELAY_LABEL: Final = "delay"
@@ -222,3 +230,146 @@ def RedisJobBroker(
         read_count=read_count,
         consumer_name=consumer_name,
     )
+
+
+# A delayed message waits in a queue whose every message has the same time to live, then is
+# dead-lettered to its priority's queue: RabbitMQ expires messages only at a queue's head, so
+# one queue of mixed delays would hold a short delay behind a long one. Delays are rounded up
+# to two significant digits, so few such queues exist; each disappears when unused.
+DELAY_QUEUE_IDLE_MS: Final = 10 * 60 * 1000
+
+
+def delay_bucket_ms(delay: float) -> int:
+    """`delay` seconds in milliseconds, rounded up to two significant digits (at most 10%
+    longer): 1.234 s -> 1300 ms."""
+    ms = max(1, int(delay * 1000 + 0.999))
+    scale = int(10 ** max(0, len(str(ms)) - 2))
+    return -(-ms // scale) * scale
+
+
+@functools.cache
+def _make_rabbitmq_broker_class() -> type[Any]:
+    # taskiq-aio-pika is the [rabbitmq] extra: imported only when RabbitMQ is configured.
+    from aio_pika import DeliveryMode, Message
+    from taskiq_aio_pika import AioPikaBroker
+    from taskiq_aio_pika.exchange import Exchange
+    from taskiq_aio_pika.queue import Queue, QueueType
+
+    class _RabbitJobBroker(AioPikaBroker):
+        def __init__(
+            self, url: str, *, prefix: str, consume: Sequence[Priority], prefetch: int
+        ) -> None:
+            self.queue_names = {p: f"{prefix}.jobs.{p.value}" for p in Priority}
+            self.exchange_name = f"{prefix}.jobs"
+            consumed = sorted(set(consume), key=lambda p: p.rank)
+            super().__init__(
+                url,
+                qos=prefetch,
+                exchange=Exchange(name=self.exchange_name),
+                task_queues=[
+                    Queue(name=self.queue_names[p], type=QueueType.CLASSIC) for p in consumed
+                ],
+                dead_letter_queue=Queue(name=f"{prefix}.jobs.dead_letter", type=QueueType.CLASSIC),
+                label_for_routing="amqp_queue",
+                label_for_priority="amqp_priority",
+            )
+            self._every_queue = [
+                Queue(name=name, type=QueueType.CLASSIC) for name in self.queue_names.values()
+            ]
+            self._delay_queues: set[str] = set()
+
+        async def startup(self) -> None:
+            await super().startup()
+            # Every priority's queue exists, whichever this process consumes: a message sent
+            # to a queue nobody declared yet would be dropped by the exchange.
+            consumed, self._task_queues = self._task_queues, self._every_queue
+            try:
+                assert self.write_channel is not None
+                await self._declare_queues(self.write_channel)
+            finally:
+                self._task_queues = consumed
+
+        async def kick(self, message: BrokerMessage) -> None:
+            assert self.write_channel is not None, "start the broker before sending"
+            routing_key = self.queue_names[message_priority(message)]
+            amqp_message = Message(
+                body=message.message,
+                headers={"task_id": message.task_id, "task_name": message.task_name},
+                delivery_mode=DeliveryMode.PERSISTENT,
+            )
+            delay = message_delay(message)
+            if delay <= 0:
+                exchange = await self.write_channel.get_exchange(self.exchange_name, ensure=False)
+                await exchange.publish(amqp_message, routing_key=routing_key)
+                return
+            delay_queue = await self._delay_queue_for(routing_key, delay_bucket_ms(delay))
+            await self.write_channel.default_exchange.publish(amqp_message, routing_key=delay_queue)
+
+        async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+            """Messages of every consumed queue, higher priorities first: each queue's
+            consumer fills one buffer ordered by priority, and the receiver takes from it one
+            message at a time as it has room (taskiq's own listener merges queues in arrival
+            order)."""
+            assert self.read_channel is not None, "start the broker as a worker first"
+            await self.read_channel.set_qos(prefetch_count=self._qos)
+            declared = await self._declare_queues(self.read_channel)
+            rank_of = {name: priority.rank for priority, name in self.queue_names.items()}
+            buffer: asyncio.PriorityQueue[tuple[int, int, Any]] = asyncio.PriorityQueue()
+            order = itertools.count()
+
+            def consumer(rank: int) -> Callable[[Any], Awaitable[None]]:
+                async def on_message(message: Any) -> None:
+                    buffer.put_nowait((rank, next(order), message))
+
+                return on_message
+
+            consumers = [
+                (queue, await queue.consume(consumer(rank_of[queue.name]), **arguments))
+                for queue, arguments in declared
+            ]
+            try:
+                while True:
+                    _, _, message = await buffer.get()
+                    yield AckableMessage(data=message.body, ack=message.ack)
+            finally:
+                # Messages still buffered go back to RabbitMQ with this channel.
+                for queue, tag in consumers:
+                    with contextlib.suppress(Exception):
+                        await queue.cancel(tag)
+
+        async def _delay_queue_for(self, routing_key: str, ttl_ms: int) -> str:
+            name = f"{routing_key}.delay.{ttl_ms}"
+            if name not in self._delay_queues:
+                assert self.write_channel is not None
+                await self.write_channel.declare_queue(
+                    name,
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": ttl_ms,
+                        "x-dead-letter-exchange": self.exchange_name,
+                        "x-dead-letter-routing-key": routing_key,
+                        "x-expires": ttl_ms + DELAY_QUEUE_IDLE_MS,
+                    },
+                )
+                self._delay_queues.add(name)
+            return name
+
+        async def depths(self) -> dict[str, int]:
+            """Messages waiting in each priority's queue."""
+            assert self.write_channel is not None
+            depths = {}
+            for priority, name in self.queue_names.items():
+                queue = await self.write_channel.declare_queue(name, passive=True)
+                depths[priority.value] = int(queue.declaration_result.message_count or 0)
+            return depths
+
+    return _RabbitJobBroker
+
+
+def RabbitJobBroker(
+    url: str, *, prefix: str, consume: Sequence[Priority] = tuple(Priority), prefetch: int = 4
+) -> Any:
+    """RabbitMQ: one durable queue per priority behind one exchange; a message is acknowledged
+    once its run is recorded, and RabbitMQ hands the unacknowledged messages of a worker whose
+    connection dies to another at once. Delays wait in per-delay TTL queues."""
+    return _make_rabbitmq_broker_class()(url, prefix=prefix, consume=consume, prefetch=prefetch)

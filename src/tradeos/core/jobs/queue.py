@@ -32,9 +32,14 @@ from taskiq.receiver import Receiver
 
 from tradeos.core.db import utcnow
 from tradeos.core.errors import Conflict, NotFound
-from tradeos.core.events import publish_after_commit
 from tradeos.core.jobs import runs
-from tradeos.core.jobs.brokers import DELAY_LABEL, PRIORITY_LABEL, EmbeddedBroker, RedisJobBroker
+from tradeos.core.jobs.brokers import (
+    DELAY_LABEL,
+    PRIORITY_LABEL,
+    EmbeddedBroker,
+    RabbitJobBroker,
+    RedisJobBroker,
+)
 from tradeos.core.jobs.context import JobContext
 from tradeos.core.jobs.definitions import JOBS, JobDefinition, Priority
 from tradeos.core.jobs.models import JobRun, RunStatus
@@ -104,6 +109,15 @@ class JobQueue:
     def _make_broker(self) -> AsyncBroker:
         if self.backend == "memory":
             return EmbeddedBroker()
+        if self.backend == "rabbitmq":
+            assert self.settings.rabbitmq_url, "the RabbitMQ job broker needs RABBITMQ_URL"
+            rabbit: AsyncBroker = RabbitJobBroker(
+                self.settings.rabbitmq_url.get_secret_value(),
+                prefix=self.settings.redis_key_prefix,
+                consume=self.consume,
+                prefetch=self.concurrency,
+            )
+            return rabbit
         assert self.settings.redis_url, "the Redis job broker needs REDIS_URL"
         longest = max((d.timeout for d in JOBS.values()), default=0.0)
         broker: AsyncBroker = RedisJobBroker(
@@ -137,7 +151,7 @@ class JobQueue:
         self._register_jobs()
         try:
             await self.broker.startup()
-        except REDIS_ERRORS as exc:
+        except (*REDIS_ERRORS, *_amqp_errors()) as exc:
             logger.warning("job_broker_unreachable", backend=self.backend, error=repr(exc))
         self._started = True
 
@@ -145,7 +159,11 @@ class JobQueue:
         """Also run jobs in this process: `serve` in embedded mode, `tradeos worker`. With the
         database or Redis down, it starts anyway and catches up when they are back."""
         if not self._started:
+            # Consuming brokers open their reading side at start-up (RabbitMQ).
+            self.broker.is_worker_process = True
             await self.start()
+        elif self.backend == "rabbitmq" and not self.broker.is_worker_process:
+            raise RuntimeError("call start_consuming() instead of start() to consume RabbitMQ")
         recovered = await self._recover()
         self._spawn("receiver", self._receive())
         self._spawn("heartbeat", self._heartbeat_loop(recovered=recovered))
@@ -442,8 +460,18 @@ class JobQueue:
     def _announce(
         self, session: AsyncSession, owner_id: int | None, payload: dict[str, Any]
     ) -> None:
-        if owner_id is not None:
-            publish_after_commit(session, self.events, f"user:{owner_id}:jobs", payload)
+        """Tell the run's owner (their `jobs` channel) once the change commits. Queued with the
+        sends, in order: a client never hears "running" before "queued"."""
+        if owner_id is None:
+            return
+        topic = f"user:{owner_id}:jobs"
+        after_commit(session, functools.partial(self._publish, topic, dict(payload)))
+
+    async def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+        try:
+            await self.events.publish(topic, payload)
+        except Exception as exc:  # the state change stands; a lost event is only a lost hint
+            logger.warning("job_event_not_published", topic=topic, error=repr(exc))
 
     # -- background loops ---------------------------------------------------------------------
 
@@ -529,6 +557,14 @@ class JobQueue:
                 if not counts:
                     return
                 await asyncio.sleep(0.05)
+
+
+def _amqp_errors() -> tuple[type[Exception], ...]:
+    try:
+        from aiormq.exceptions import AMQPError
+    except ImportError:  # the RabbitMQ extra is not installed
+        return ()
+    return (AMQPError,)
 
 
 def _being_cancelled() -> bool:
