@@ -92,7 +92,7 @@ class JobQueue:
         self.events = events
         self.cache = cache
         self.storage = storage
-        self.backend = settings.broker_backend  # "memory" | "redis"
+        self.backend = settings.broker_backend  # "memory" | "redis" | "rabbitmq"
         self.consume = tuple(sorted(set(consume), key=lambda p: p.rank))
         self.concurrency = concurrency or settings.jobs_concurrency
         self.worker_id = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -113,6 +113,7 @@ class JobQueue:
             assert self.settings.rabbitmq_url, "the RabbitMQ job broker needs RABBITMQ_URL"
             rabbit: AsyncBroker = RabbitJobBroker(
                 self.settings.rabbitmq_url.get_secret_value(),
+                # The deployment's one naming prefix, so deployments can share a RabbitMQ too.
                 prefix=self.settings.redis_key_prefix,
                 consume=self.consume,
                 prefetch=self.concurrency,
