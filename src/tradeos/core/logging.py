@@ -188,6 +188,9 @@ def configure_logging(
     # One access line per request comes from RequestContextMiddleware, not from uvicorn.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("sqlalchemy.engine").setLevel("INFO" if sql else "WARNING")
+    # taskiq's receiver logs every task it starts, under its own task id: our job log lines
+    # (with the run id) say the same, and that line alone costs more than a no-op job.
+    logging.getLogger("taskiq.receiver").setLevel(logging.WARNING)
 
 
 def _accepted_request_id(scope: Scope) -> str | None:

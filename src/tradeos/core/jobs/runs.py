@@ -27,6 +27,12 @@ SUMMARY_CHARS: Final = 200
 MAX_PROGRESS_MESSAGE: Final = 200
 
 
+def _update() -> Any:
+    # No session holds JobRun objects while these run: nothing to synchronise, which saves the
+    # ORM's per-statement bookkeeping (a measurable share of a no-op job's cost).
+    return update(JobRun).execution_options(synchronize_session=False)
+
+
 def new_token() -> str:
     return secrets.token_hex(16)
 
@@ -119,7 +125,7 @@ async def claim(
     now = utcnow()
     row = (
         await session.execute(
-            update(JobRun)
+            _update()
             .where(
                 _current(run_id, token),
                 JobRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
@@ -157,7 +163,7 @@ async def claim(
 async def succeed(session: AsyncSession, run: ClaimedRun, result: Any) -> bool:
     now = utcnow()
     changed = await session.execute(
-        update(JobRun)
+        _update()
         .where(_current(run.id, run.token), JobRun.status == RunStatus.RUNNING)
         .values(
             status=RunStatus.SUCCEEDED,
@@ -178,7 +184,7 @@ async def retry_later(
     now = utcnow()
     token = new_token()
     changed = await session.execute(
-        update(JobRun)
+        _update()
         .where(_current(run.id, run.token), JobRun.status == RunStatus.RUNNING)
         .values(
             status=RunStatus.QUEUED,
@@ -195,7 +201,7 @@ async def retry_later(
 async def fail(session: AsyncSession, run_id: int, token: str, error: str) -> bool:
     now = utcnow()
     changed = await session.execute(
-        update(JobRun)
+        _update()
         .where(
             _current(run_id, token),
             JobRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
@@ -211,7 +217,7 @@ async def release(session: AsyncSession, run: ClaimedRun) -> str | None:
     now = utcnow()
     token = new_token()
     changed = await session.execute(
-        update(JobRun)
+        _update()
         .where(_current(run.id, run.token), JobRun.status == RunStatus.RUNNING)
         .values(
             status=RunStatus.QUEUED,
@@ -229,7 +235,7 @@ async def set_progress(
     session: AsyncSession, run_id: int, token: str, percent: int, message: str | None
 ) -> bool:
     changed = await session.execute(
-        update(JobRun)
+        _update()
         .where(_current(run_id, token), JobRun.status == RunStatus.RUNNING)
         .values(progress=percent, progress_message=message, updated_at=utcnow())
     )
