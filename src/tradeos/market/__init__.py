@@ -1,0 +1,1 @@
+"""Market data: instruments, crypto listings, candles, tickers, providers, sync and live feed."""

@@ -1,0 +1,1 @@
+"""Where market data comes from: one port (`MarketProvider`), an adapter per source."""
