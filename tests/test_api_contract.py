@@ -33,6 +33,11 @@ RULES_BEYOND_THE_SCHEMA = {
     "/api/v1/users/me",
     "/api/v1/users/me/password",
     "/api/v1/api-keys",
+    # start must come before end; a symbol in the path may name no instrument (404, fine) or
+    # not be a symbol at all (404 too).
+    "/api/v1/market/candles/{symbol}",
+    "/api/v1/cryptocurrencies",  # min_market_cap must not be above max_market_cap
+    "/api/v1/cryptocurrencies/{symbol}/history",  # start before end
 }
 
 

@@ -39,6 +39,8 @@ from tradeos.core.status import api_root, probes
 from tradeos.core.storage import make_storage
 from tradeos.core.transactions import flush_after_commit as flush_committed_actions
 from tradeos.jobs import JOBS
+from tradeos.market import startup as market_startup
+from tradeos.market.router import routers as market_routers
 from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
 
@@ -62,6 +64,7 @@ def _api_router() -> APIRouter:
         *billing_routers,
         *notifications_routers,
         *gateway_routers,
+        *market_routers,
     ):
         api.include_router(router)
     return api
@@ -100,6 +103,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = asyncio.create_task(Scheduler(jobs).run(), name="tradeos-scheduler")
     else:
         await jobs.start()
+    app.state.market = market_startup.make(settings, app.state.metrics_registry)
+    await market_startup.prepare(app.state.database, app.state.market, jobs)
     logger.info(
         "startup",
         version=__version__,
@@ -119,6 +124,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Jobs and events of requests committed just before shutdown still go out.
         await flush_committed_actions()
         await jobs.aclose()
+        await app.state.market.aclose()
         await flush_after_commit()
         await app.state.events.aclose()
         await app.state.cache.aclose()

@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import structlog
@@ -301,6 +302,122 @@ async def _job_ports(settings: Settings) -> AsyncIterator[dict[str, Any]]:
         await cache.aclose()
         await storage.aclose()
         await database.dispose()
+
+
+import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+class _CountingReader:
+    """A text file that counts the bytes read, for the progress bar."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.read_bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.handle:
+            self.read_bytes += len(line.encode("utf-8", "surrogatepass"))
+            yield line
+
+
+@import_app.command("candles")
+def import_candles(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file.")
+    ],
+    symbol: Annotated[str, typer.Option(help="The instrument, e.g. BTC-USD or AAPL.")],
+    timeframe: Annotated[str, typer.Option(help="1m, 5m, 15m, 30m, 1h, 4h, 1d or 1w.")],
+    create: Annotated[
+        bool, typer.Option(help="Add the instrument if TradeOS does not know it.")
+    ] = False,
+    asset_class: Annotated[
+        str, typer.Option(help="The asset class of an instrument --create adds.")
+    ] = "crypto",
+) -> None:
+    """Import OHLCV candles from a CSV file (header names detected; epoch seconds or
+    milliseconds, ISO times or dates). Importing the same file again changes nothing."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tradeos.core.cache import make_cache
+    from tradeos.market import csv_candles
+    from tradeos.market import service as market
+    from tradeos.market.providers.base import AssetClass
+    from tradeos.market.providers.registry import make_market_provider
+    from tradeos.market.timeframes import Timeframe
+
+    try:
+        frame = Timeframe(timeframe)
+    except ValueError:
+        _fail(f"--timeframe must be one of: {', '.join(tf.value for tf in Timeframe)}")
+    if asset_class not in {a.value for a in AssetClass}:
+        _fail(f"--asset-class must be one of: {', '.join(a.value for a in AssetClass)}")
+    settings = load_settings()
+    summary = csv_candles.CsvSummary()
+    total_bytes = file.stat().st_size
+
+    async def run() -> Any:
+        from tradeos.core.errors import NotFound
+
+        database = Database(settings.sqlalchemy_url)
+        try:
+            provider = make_market_provider(settings)
+            specs = await provider.instruments()
+            try:
+                async with database.session() as session:
+                    # The provider's instruments are known here as in `serve`.
+                    await market.upsert_instruments(session, specs, provider.name)
+                    instrument = await market.find_or_create_instrument(
+                        session, symbol, create=create, asset_class=asset_class
+                    )
+                    instrument_id, name = instrument.id, instrument.symbol
+            except (NotFound, ValueError) as error:
+                _fail(f"{error} Add --create to import it as a new instrument.")
+            with (
+                file.open(encoding="utf-8-sig", newline="") as handle,
+                Progress(
+                    TextColumn(f"importing {name} {frame}"),
+                    BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"),
+                    TimeRemainingColumn(),
+                    console=console,
+                ) as progress,
+            ):
+                reader = _CountingReader(handle)
+                task = progress.add_task("import", total=total_bytes or 1)
+                rows = csv_candles.parse_candles(reader, frame, summary=summary)
+                bars = (row for row in rows if not isinstance(row, csv_candles.Rejected))
+                written = await market.import_candles(
+                    database,
+                    instrument_id,
+                    frame,
+                    csv_candles.bar_batches(bars, size=market.WRITE_BATCH),
+                    on_batch=lambda _: progress.update(task, completed=reader.read_bytes),
+                )
+            if written.inserted or written.updated:
+                # Cached reads of this instrument's candles are stale now (shared with the API
+                # processes when the cache is Redis; in-process caches expire by themselves).
+                cache = make_cache(settings)
+                try:
+                    await cache.invalidate_tag(market.candles_tag(name))
+                finally:
+                    await cache.aclose()
+            return written
+        finally:
+            await database.dispose()
+
+    with _database_errors(settings):
+        _prepare_database(settings)
+        try:
+            written = asyncio.run(run())
+        except csv_candles.CsvLayoutError as error:
+            _fail(f"Cannot read {file.name}: {error}")
+    for line in summary.describe():
+        typer.echo(line)
+    typer.echo(
+        f"inserted: {written.inserted}, updated: {written.updated}, "
+        f"unchanged: {written.unchanged}, rejected: {summary.rejected}"
+    )
 
 
 @db_app.command("upgrade")

@@ -121,6 +121,23 @@ class Settings(BaseSettings):
     jobs_redeliver_after_seconds: int = Field(default=900, ge=10, le=7 * 86400)
     jobs_keep_days: int = Field(default=30, ge=1, le=3650)
 
+    # -- market data ------------------------------------------------------------------------
+    market_provider: Literal["sim", "ccxt"] = "sim"
+    # The exchange for MARKET_PROVIDER=ccxt: any id ccxt knows (binance, kraken, coinbase, …).
+    ccxt_exchange: str = Field(default="binance", pattern=r"^[a-z0-9_]{2,30}$")
+    # Only these instruments of the exchange are listed (comma-separated, e.g. BTC-USDT);
+    # empty: every active spot market.
+    ccxt_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    listings_provider: Literal["sim", "coingecko", "coinmarketcap"] = "sim"
+    # Serves listings when the primary listings provider fails; "none" for no fallback.
+    listings_fallback_provider: Literal["none", "sim", "coingecko", "coinmarketcap"] = "sim"
+    coingecko_api_key: SecretStr | None = None
+    coingecko_pro: bool = False
+    coinmarketcap_api_key: SecretStr | None = None
+    sim_seed: int = Field(default=42, ge=0, le=2**63 - 1)
+    market_cache_seconds: int = Field(default=300, ge=1, le=86400)
+    price_history_keep_days: int = Field(default=365, ge=1, le=36500)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -130,6 +147,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_environment(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("ccxt_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [symbol.strip() for symbol in value.split(",") if symbol.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -233,6 +257,13 @@ class Settings(BaseSettings):
             if self.rabbitmq_url is None:
                 raise ValueError("JOBS_BROKER=rabbitmq needs RABBITMQ_URL")
             _require_module("taskiq_aio_pika", "the RabbitMQ client", "rabbitmq")
+        if self.market_provider == "ccxt":
+            _require_module("ccxt", "the exchange client (ccxt)", "exchanges")
+        for provider in (self.listings_provider, self.listings_fallback_provider):
+            if provider == "coinmarketcap" and self.coinmarketcap_api_key is None:
+                raise ValueError("the coinmarketcap listings provider needs COINMARKETCAP_API_KEY")
+            if provider == "coingecko" and self.coingecko_pro and self.coingecko_api_key is None:
+                raise ValueError("COINGECKO_PRO=true needs COINGECKO_API_KEY")
         if self.database_url is None:
             self.database_url = f"{_SQLITE_DRIVER}:///{self.data_dir / 'tradeos.db'}"
         if self.jwt_secret_key is None and self.environment != "production":

@@ -4,7 +4,8 @@
 
 from tradeos.core.jobs import JOBS
 from tradeos.core.jobs import maintenance as _maintenance
+from tradeos.market import jobs as _market
 
 __all__ = ["JOBS"]
 
-DECLARING_MODULES = (_maintenance,)
+DECLARING_MODULES = (_maintenance, _market)

@@ -12,6 +12,7 @@ from tradeos.accounts.models import (
 )
 from tradeos.core.db import Base
 from tradeos.core.jobs.models import JobRun, JobWorker
+from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
 from tradeos.notifications.models import Notification, NotificationPreferences
 
 __all__ = [
@@ -19,13 +20,17 @@ __all__ = [
     "AuditEvent",
     "AuthSession",
     "Base",
+    "Candle",
+    "CryptoListing",
     "Device",
+    "Instrument",
     "JobRun",
     "JobWorker",
     "KycDocument",
     "License",
     "Notification",
     "NotificationPreferences",
+    "PriceSnapshot",
     "RefreshToken",
     "User",
 ]

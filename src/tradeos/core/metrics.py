@@ -15,6 +15,7 @@ def install_metrics(app: FastAPI) -> None:
     # processes PROMETHEUS_MULTIPROC_DIR is set (by `tradeos serve --workers N`) and the
     # instrumentator aggregates every process's files at /metrics.
     registry = CollectorRegistry()
+    app.state.metrics_registry = registry  # other parts add their own metrics to it
     instrumentator = Instrumentator(
         should_group_status_codes=False,
         should_group_untemplated=True,  # unknown paths count as one "none" handler, not one each

@@ -1,0 +1,266 @@
+"""Market data endpoints: /market/instruments, /market/candles, /market/ticker and
+/cryptocurrencies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, status
+from starlette.convertors import StringConvertor, register_url_convertor
+
+from tradeos.accounts.deps import AdminDep, ReaderDep, UserRateLimit
+from tradeos.core.cache import CacheDep, cached
+from tradeos.core.deps import JobsDep, PageQuery, SessionDep, SettingsDep
+from tradeos.core.errors import ValidationFailed, field_error
+from tradeos.core.fields import Moment, NoNul
+from tradeos.core.pagination import Page, paginate
+from tradeos.core.routing import APIRouter
+from tradeos.market import jobs as market_jobs
+from tradeos.market import service
+from tradeos.market.providers.base import AssetClass
+from tradeos.market.providers.registry import MarketData
+from tradeos.market.schemas import (
+    CandleOut,
+    CandlesOut,
+    CryptocurrencyOut,
+    InstrumentOut,
+    ListingSort,
+    PriceHistoryOut,
+    PriceSnapshotOut,
+    SortOrder,
+    SyncAccepted,
+    SyncRequest,
+    TickerOut,
+    TopCategory,
+)
+from tradeos.market.timeframes import Timeframe
+
+
+class _CoinSymbol(StringConvertor):
+    """A coin symbol in a path: any one segment but the words of sibling routes (`sync`,
+    `top`), so /cryptocurrencies/sync is never also "the coin called sync"."""
+
+    regex = r"(?!(?:sync|top)(?:/|$))[^/]+"
+
+
+register_url_convertor("coin", _CoinSymbol())
+
+MarketDataLimit = Depends(UserRateLimit("market_data"))
+market = APIRouter(prefix="/market", tags=["market"], dependencies=[MarketDataLimit])
+crypto = APIRouter(prefix="/cryptocurrencies", tags=["cryptocurrencies"])
+
+Symbol = Annotated[str, NoNul]
+
+
+def get_market(request: Request) -> MarketData:
+    market_data: MarketData = request.app.state.market
+    return market_data
+
+
+MarketDep = Annotated[MarketData, Depends(get_market)]
+
+
+def _check_window(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and start >= end:
+        raise ValidationFailed(
+            "start is not before end: the time window is empty.",
+            errors=[field_error("query.start", "must be before end")],
+        )
+
+
+@market.get("/instruments")
+async def list_instruments(
+    _reader: ReaderDep,
+    session: SessionDep,
+    paging: PageQuery,
+    asset_class: AssetClass | None = None,
+    search: Annotated[
+        str | None, Query(max_length=50, description="Part of the symbol or name."), NoNul
+    ] = None,
+) -> Page[InstrumentOut]:
+    query = service.instruments_query(
+        asset_class=asset_class.value if asset_class else None, search=search
+    )
+    page = await paginate(session, query, paging)
+    return page.map(InstrumentOut.model_validate)
+
+
+# `:path`, so BTC/USD works in the path as well.
+@market.get("/candles/{symbol:path}")
+async def get_candles(
+    symbol: Symbol,
+    _reader: ReaderDep,
+    session: SessionDep,
+    market_data: MarketDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    timeframe: Timeframe = Timeframe.H1,
+    start: Annotated[
+        Moment | None, Query(description="From this open time on (inclusive).")
+    ] = None,
+    end: Annotated[Moment | None, Query(description="Before this open time (exclusive).")] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_CANDLES)] = service.DEFAULT_CANDLES,
+) -> CandlesOut:
+    """OHLCV bars, oldest first: the last `limit` of [start, end). A timeframe not stored is
+    resampled from the finest stored one (UTC boundaries, weeks from Monday); `partial` marks
+    a bar whose period is not complete."""
+    _check_window(start, end)
+    instrument = await service.get_instrument(session, symbol)
+    window_start, window_end = service.candle_window(timeframe, start, end, limit, service.utcnow())
+
+    async def compute() -> dict[str, object]:
+        series = await service.candles(
+            session, market_data.provider, instrument, timeframe, window_start, window_end, limit
+        )
+        return _candles_out(series).model_dump(mode="json")
+
+    if end is None:  # the latest bars change every second: not cached
+        return CandlesOut.model_validate(await compute())
+    key = ":".join(
+        ("candles", instrument.symbol, timeframe, window_start.isoformat(), end.isoformat())
+    )
+    key = f"{key}:{limit}"
+    value = await cached(
+        cache,
+        key,
+        compute,
+        ttl=settings.market_cache_seconds,
+        tags=[service.candles_tag(instrument.symbol)],
+    )
+    return CandlesOut.model_validate(value)
+
+
+def _candles_out(series: service.CandleSeries) -> CandlesOut:
+    return CandlesOut(
+        symbol=series.symbol,
+        timeframe=series.timeframe.value,
+        source=series.source,
+        candles=[
+            CandleOut(
+                time=item.bar.open_time,
+                open=item.bar.open,
+                high=item.bar.high,
+                low=item.bar.low,
+                close=item.bar.close,
+                volume=item.bar.volume,
+                partial=item.partial,
+            )
+            for item in series.bars
+        ],
+    )
+
+
+@market.get("/ticker/{symbol:path}")
+async def get_ticker(
+    symbol: Symbol, _reader: ReaderDep, session: SessionDep, market_data: MarketDep
+) -> TickerOut:
+    """The last price with bid and ask, and the last 24 hours' open, high, low, volume and
+    change."""
+    instrument = await service.get_instrument(session, symbol)
+    stats = await service.ticker(session, market_data.provider, instrument)
+    return TickerOut(
+        symbol=instrument.symbol,
+        time=stats.tick.time,
+        last=stats.tick.last,
+        bid=stats.tick.bid,
+        ask=stats.tick.ask,
+        open_24h=stats.open_24h,
+        high_24h=stats.high_24h,
+        low_24h=stats.low_24h,
+        volume_24h=stats.volume_24h,
+        change_24h=stats.change_24h,
+        change_24h_percent=stats.change_24h_percent,
+        source=instrument.provider,
+    )
+
+
+@crypto.get("")
+async def list_cryptocurrencies(
+    _reader: ReaderDep,
+    session: SessionDep,
+    paging: PageQuery,
+    symbol_filter: Annotated[
+        str | None, Query(max_length=20, description="Part of the symbol."), NoNul
+    ] = None,
+    search: Annotated[
+        str | None, Query(max_length=50, description="Part of the name or symbol."), NoNul
+    ] = None,
+    category: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    min_market_cap: Annotated[Decimal | None, Query(ge=0, max_digits=38)] = None,
+    max_market_cap: Annotated[Decimal | None, Query(ge=0, max_digits=38)] = None,
+    sort_by: ListingSort = ListingSort.MARKET_CAP,
+    order: SortOrder = SortOrder.DESC,
+) -> Page[CryptocurrencyOut]:
+    if (
+        min_market_cap is not None
+        and max_market_cap is not None
+        and (min_market_cap > max_market_cap)
+    ):
+        raise ValidationFailed(
+            "min_market_cap is above max_market_cap: the range is empty.",
+            errors=[field_error("query.min_market_cap", "must not be above max_market_cap")],
+        )
+    query = service.listings_query(
+        symbol_filter=symbol_filter,
+        search=search,
+        category=category,
+        min_market_cap=min_market_cap,
+        max_market_cap=max_market_cap,
+    ).order_by(*service.listing_order(sort_by.value, order is SortOrder.DESC))
+    page = await paginate(session, query, paging)
+    return page.map(CryptocurrencyOut.model_validate)
+
+
+@crypto.get("/top/{category}")
+async def top_cryptocurrencies(
+    category: TopCategory,
+    _reader: ReaderDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> list[CryptocurrencyOut]:
+    rows = await service.top_listings(session, category.value, limit)
+    return [CryptocurrencyOut.model_validate(row) for row in rows]
+
+
+@crypto.post("/sync", status_code=status.HTTP_202_ACCEPTED)
+async def sync_cryptocurrencies(
+    body: SyncRequest, _admin: AdminDep, session: SessionDep, jobs: JobsDep
+) -> SyncAccepted:
+    """Fetch the top `limit` listings from `provider` in the background: the answer carries
+    the job's id, whose progress GET /admin/jobs/{id} shows."""
+    run = await jobs.enqueue(
+        session,
+        market_jobs.sync_listings,
+        {"limit": body.limit, "provider": body.provider},
+        owner_id=_admin.user_id,
+    )
+    return SyncAccepted(job_id=run.id, status=str(run.status))
+
+
+@crypto.get("/{symbol:coin}")
+async def get_cryptocurrency(
+    symbol: Symbol, _reader: ReaderDep, session: SessionDep
+) -> CryptocurrencyOut:
+    return CryptocurrencyOut.model_validate(await service.get_listing(session, symbol))
+
+
+@crypto.get("/{symbol:coin}/history")
+async def get_price_history(
+    symbol: Symbol,
+    _reader: ReaderDep,
+    session: SessionDep,
+    start: Annotated[Moment | None, Query(description="From this moment on (inclusive).")] = None,
+    end: Annotated[Moment | None, Query(description="Before this moment (exclusive).")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> PriceHistoryOut:
+    _check_window(start, end)
+    listing = await service.get_listing(session, symbol)
+    rows = await service.price_history(session, listing.id, start, end, limit)
+    return PriceHistoryOut(
+        symbol=listing.symbol, history=[PriceSnapshotOut.model_validate(row) for row in rows]
+    )
+
+
+routers = (market, crypto)
