@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner, Result
+from tests.test_cli import cli_env, run
 
-from tradeos.cli import app
-from tradeos.config import get_settings
-from tradeos.core.logging import configure_logging
+__all__ = ["cli_env"]  # the fixture, used by name
 
 SAMPLES = Path(__file__).parent / "csv"
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    monkeypatch.setenv("ENVIRONMENT", "development")
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    yield data_dir
-    configure_logging("WARNING")
-
-
-def run(*args: str) -> Result:
-    get_settings.cache_clear()
-    return CliRunner().invoke(app, list(args))
 
 
 def test_a_file_is_imported_once_however_often_it_is_run(cli_env: Path, tmp_path: Path) -> None:
