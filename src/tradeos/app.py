@@ -105,6 +105,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await jobs.start()
     app.state.market = market_startup.make(settings, app.state.metrics_registry)
     await market_startup.prepare(app.state.database, app.state.market, jobs)
+    live: asyncio.Task[None] | None = None
+    feed = market_startup.live_feed(settings, app.state.market, app.state.events)
+    if settings.runs_jobs_in_serve and feed is not None:
+        # Once per deployment, like the schedules: here when embedded.
+        live = asyncio.create_task(feed.run(), name="tradeos-live-feed")
     logger.info(
         "startup",
         version=__version__,
@@ -118,9 +123,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if scheduler is not None:
-            scheduler.cancel()
-            await asyncio.wait([scheduler])
+        for background in (scheduler, live):
+            if background is not None:
+                background.cancel()
+                await asyncio.wait([background])
         # Jobs and events of requests committed just before shutdown still go out.
         await flush_committed_actions()
         await jobs.aclose()

@@ -260,6 +260,7 @@ def scheduler(module: ModuleOption = None) -> None:
     """Send scheduled jobs when they are due, until stopped. Several may run: each period
     fires once."""
     from tradeos.core.jobs import JobQueue, Scheduler
+    from tradeos.market import startup as market_startup
 
     settings = load_settings()
     _require_shared_broker(settings, "scheduler")
@@ -271,13 +272,17 @@ def scheduler(module: ModuleOption = None) -> None:
         async with _job_ports(settings) as ports:
             jobs = JobQueue(settings, **ports)
             await jobs.start()
+            market_data = market_startup.make(settings, None)
+            feed = market_startup.live_feed(settings, market_data, ports["events"])
             try:
                 schedule = Scheduler(jobs)
                 names = ", ".join(d.name for d in schedule.definitions) or "none"
                 console.print(f"TradeOS scheduler {schedule.worker_id}: {names}")
-                await schedule.run()
+                # The live market feed runs once per deployment too: beside the schedules.
+                await asyncio.gather(schedule.run(), *([feed.run()] if feed else []))
             finally:
                 await jobs.aclose()
+                await market_data.aclose()
 
     asyncio.run(_run_until_stopped(run))
 

@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 
 from tradeos.market import jobs as market_jobs
 from tradeos.market import service
+from tradeos.market.live import LiveFeed
 from tradeos.market.models import CryptoListing
 from tradeos.market.providers.registry import MarketData, make_market_data
 
 if TYPE_CHECKING:
     from tradeos.config import Settings
     from tradeos.core.db import Database
+    from tradeos.core.events import EventBus
     from tradeos.core.jobs import JobQueue
 
 logger = structlog.get_logger("tradeos.market")
@@ -47,3 +49,17 @@ async def prepare(database: Database, market: MarketData, jobs: JobQueue) -> Non
         return
     if changed:
         logger.info("instruments_updated", provider=market.provider.name, changed=changed)
+
+
+def live_feed(settings: Settings, market: MarketData, events: EventBus) -> LiveFeed | None:
+    """The feed of ticks and closed bars: for every simulated instrument, or for the exchange
+    instruments named in CCXT_SYMBOLS (polling all of an exchange every second is not on)."""
+    if market.provider.name == "sim":
+        from tradeos.market.providers.sim import CATALOGUE
+
+        symbols = list(CATALOGUE)
+    else:
+        symbols = list(settings.ccxt_symbols)
+    if not symbols:
+        return None
+    return LiveFeed(market.provider, events, symbols)
