@@ -134,7 +134,9 @@ async def list_jobs(
     order: JobRunSort,
     status: RunStatus | None = None,
     name: Annotated[
-        str | None, Query(max_length=100, description="The job's name, e.g. jobs.prune_runs.")
+        str | None,
+        Query(max_length=100, description="The job's name, e.g. jobs.prune_runs."),
+        NoNul,
     ] = None,
     queue: Priority | None = None,
     owner_id: UserId = None,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from email.message import Message
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from fastapi import APIRouter as FastAPIRouter
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
-from tradeos.core.errors import UnsupportedMediaType
+from tradeos.core.errors import UnsupportedMediaType, ValidationFailed, field_error
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -33,7 +33,7 @@ def _has_body(request: Request) -> bool:
 
 class JSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = _refusing_repeated_query_values(super().get_route_handler(), self)
         takes_json = self.body_field is not None and not isinstance(
             self.body_field.field_info, params.Form
         )
@@ -51,6 +51,50 @@ class JSONRoute(APIRoute):
             return await handler(request)
 
         return json_only_handler
+
+
+def _scalar_query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters of the route and its dependencies that take one value."""
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        for param in dependant.query_params:
+            annotation = param.field_info.annotation
+            if annotation not in _SEQUENCES and not _is_sequence(annotation):
+                names.add(param.alias)
+    return frozenset(names)
+
+
+_SEQUENCES: tuple[Any, ...] = (list, tuple, set, frozenset)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    if get_origin(annotation) in _SEQUENCES:
+        return True
+    return any(get_origin(arg) in _SEQUENCES for arg in get_args(annotation))
+
+
+def _refusing_repeated_query_values(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]], route: APIRoute
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """A query parameter that takes one value, given several times, is a 422: FastAPI would
+    quietly use the last one, and the client would never learn that the others were ignored."""
+    scalars = _scalar_query_names(route)
+    if not scalars:
+        return handler
+
+    async def checked(request: Request) -> Response:
+        repeated = sorted(name for name in scalars if len(request.query_params.getlist(name)) > 1)
+        if repeated:
+            raise ValidationFailed(
+                f"Give {', '.join(repeated)} once.",
+                errors=[field_error(f"query.{name}", "given more than once") for name in repeated],
+            )
+        return await handler(request)
+
+    return checked
 
 
 class APIRouter(FastAPIRouter):
