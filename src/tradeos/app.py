@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -196,6 +197,15 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(RequestContextMiddleware)
 
 
+# The cyclic garbage collector's young-generation threshold for a serving process (Python's
+# default is 700). A WebSocket fan-out keeps thousands of small containers alive at once; at
+# the default, young collections during the fan-out promote them until a full collection of a
+# server holding 1,000 connections (~300 ms) lands on an event. bench/RESULTS.md measures it.
+SERVE_GC_YOUNG_THRESHOLD = 20_000
+
+
 def app_factory() -> Any:
     """Entry point for `uvicorn --factory tradeos.app:app_factory` (used by `tradeos serve`)."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(SERVE_GC_YOUNG_THRESHOLD, older, oldest)
     return create_app()
