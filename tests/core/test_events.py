@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
@@ -30,6 +31,7 @@ from tradeos.core.events import (
     make_event_bus,
     publish_after_commit,
 )
+from tradeos.core.redis import make_redis
 
 NO_REDIS = "TEST_REDIS_URL is not set: the Redis event bus needs a real Redis to run against"
 needs_redis = pytest.mark.skipif(TEST_REDIS_URL is None, reason=NO_REDIS)
@@ -42,6 +44,10 @@ def _prefix() -> str:
 
 
 BACKENDS = ["memory", pytest.param("redis", marks=needs_redis)]
+# For tests taking `make_bus` that only make sense on Redis.
+redis_only = pytest.mark.parametrize(
+    "make_bus", [pytest.param("redis", marks=needs_redis)], indirect=True
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -110,6 +116,19 @@ async def test_async_iteration(bus: Any) -> None:
                 if len(received) == 3:
                     break
     assert received == [0, 1, 2]
+
+
+async def test_concurrent_subscribers_of_a_new_channel_are_both_live_on_entry(bus: Any) -> None:
+    first, second = bus.subscribe("tickers:NEW-USD"), bus.subscribe("tickers:NEW-USD", "other")
+    await asyncio.gather(first.__aenter__(), second.__aenter__())
+    try:
+        await bus.publish("tickers:NEW-USD", {"n": 1})
+        assert (await _next(first)).payload == {"n": 1}
+        assert (await _next(second)).payload == {"n": 1}
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert bus.subscription_count == 0
 
 
 async def test_a_subscriber_only_gets_its_topics(bus: Any) -> None:
@@ -322,7 +341,7 @@ async def test_publish_after_commit_logs_failures_instead_of_raising(
 # -- Redis only -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make_bus", [pytest.param("redis", marks=needs_redis)], indirect=True)
+@redis_only
 async def test_an_event_crosses_processes(make_bus: Callable[..., Any]) -> None:
     shared = _prefix()
     publisher, subscriber = make_bus(prefix=shared), make_bus(prefix=shared)
@@ -416,10 +435,300 @@ async def test_many_open_subscriptions_never_starve_publishing() -> None:
     try:
         for subscription in subscriptions:
             await subscription.__aenter__()
-        await bus.publish("topic:7", {"n": 7})  # each subscription holds a connection
+        await bus.publish("topic:7", {"n": 7})  # the publisher has a client of its own
         event = await subscriptions[7].get(timeout=2)
         assert event is not None and event.payload == {"n": 7}
     finally:
         for subscription in subscriptions:
             await subscription.__aexit__(None, None, None)
         await bus.aclose()
+
+
+# -- Redis: one shared pub/sub connection per bus ----------------------------------------------
+
+
+def _channels(prefix: str, *topics: str) -> list[str]:
+    return [f"{prefix}:events:{topic}" for topic in topics]
+
+
+async def _numsub(prefix: str, *topics: str) -> dict[str, int]:
+    """How many Redis connections are subscribed to each topic's channel."""
+    assert TEST_REDIS_URL is not None
+    admin = make_redis(TEST_REDIS_URL)
+    try:
+        counts = await admin.pubsub_numsub(*_channels(prefix, *topics))
+    finally:
+        await admin.aclose()
+    return {channel.decode().rsplit(":events:", 1)[1]: count for channel, count in counts}
+
+
+async def _until_numsub(prefix: str, expected: dict[str, int]) -> None:
+    """Redis handles the UNSUBSCRIBE on its own time: poll, bounded by WAIT."""
+    async with asyncio.timeout(WAIT):
+        while await _numsub(prefix, *expected) != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def _until_closed(subscriptions: Iterable[Subscription]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not all(subscription.closed for subscription in subscriptions):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+class _Relay:
+    """A TCP relay in front of the test Redis that a test can cut (every connection through
+    it drops) or stall (bytes stop flowing both ways, the sockets stay open)."""
+
+    def __init__(self) -> None:
+        assert TEST_REDIS_URL is not None
+        target = urlsplit(TEST_REDIS_URL)
+        self._target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self._path = target.path
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{self._path}"
+
+    async def __aenter__(self) -> _Relay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, upstream_writer]
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                await self._flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.transport.abort()
+
+
+@needs_redis
+async def test_many_subscriptions_share_one_pubsub_connection() -> None:
+    assert TEST_REDIS_URL is not None
+    prefix = _prefix()
+    bus = RedisEventBus(TEST_REDIS_URL, prefix=prefix)
+    subscriptions = [bus.subscribe(f"topic:{n}", "common") for n in range(300)]
+    try:
+        # All at once, as WebSocket clients connecting together would.
+        await asyncio.gather(*(subscription.__aenter__() for subscription in subscriptions))
+        assert bus.subscription_count == 300
+        # One connection subscribed to each channel, where one per subscription would be 300.
+        topics = ["common", *(f"topic:{n}" for n in range(300))]
+        assert await _numsub(prefix, *topics) == dict.fromkeys(topics, 1)
+        # ... and it is one connection for all channels.
+        admin = make_redis(TEST_REDIS_URL)
+        try:
+            clients = await admin.client_list(_type="pubsub")
+        finally:
+            await admin.aclose()
+        assert len([client for client in clients if client["sub"] == "301"]) == 1
+
+        # Subscribed on entry: an event published right away reaches every subscriber.
+        await bus.publish("common", {"n": "all"})
+        for subscription in subscriptions:
+            assert (await _next(subscription)).payload == {"n": "all"}
+        await bus.publish("topic:7", {"n": 7})
+        assert (await _next(subscriptions[7])).payload == {"n": 7}
+        assert await subscriptions[8].get(timeout=QUIET) is None
+    finally:
+        for subscription in subscriptions:
+            await subscription.aclose()
+        await bus.aclose()
+    await _until_numsub(prefix, {"common": 0, "topic:7": 0})
+
+
+@redis_only
+async def test_the_last_subscriber_of_a_channel_leaving_unsubscribes_in_redis(
+    make_bus: Callable[..., Any],
+) -> None:
+    prefix = _prefix()
+    bus = make_bus(prefix=prefix)
+    async with bus.subscribe("x") as other:
+        async with bus.subscribe("x", "y"):
+            assert await _numsub(prefix, "x", "y") == {"x": 1, "y": 1}
+        # y lost its only subscriber, x still has one.
+        await _until_numsub(prefix, {"x": 1, "y": 0})
+        await bus.publish("x", {"n": 1})
+        assert (await _next(other)).payload == {"n": 1}
+    await _until_numsub(prefix, {"x": 0, "y": 0})
+
+    # Leaving and joining a channel at the same moment: Redis ends up subscribed, and the
+    # newcomer gets what is published once it is in.
+    leaving, joining = bus.subscribe("x"), bus.subscribe("x")
+    await leaving.__aenter__()
+    await asyncio.gather(leaving.aclose(), joining.__aenter__())
+    try:
+        await bus.publish("x", {"n": 2})
+        assert (await _next(joining)).payload == {"n": 2}
+        assert await _numsub(prefix, "x") == {"x": 1}
+    finally:
+        await joining.aclose()
+    await _until_numsub(prefix, {"x": 0})
+
+
+@redis_only
+async def test_a_slow_subscriber_overflows_alone_and_the_channel_stays(
+    make_bus: Callable[..., Any],
+) -> None:
+    prefix = _prefix()
+    bus = make_bus(prefix=prefix, max_queue=3)
+    async with bus.subscribe("t") as slow, bus.subscribe("t") as fast:
+        for n in range(5):
+            await bus.publish("t", {"n": n})
+            assert (await _next(fast)).payload == {"n": n}
+        await _until_closed([slow])
+        assert slow.overflowed
+        assert not fast.closed
+        # The fast subscriber still holds the channel: no UNSUBSCRIBE went out.
+        await asyncio.sleep(QUIET)
+        assert await _numsub(prefix, "t") == {"t": 1}
+        await bus.publish("t", {"n": "after"})
+        assert (await _next(fast)).payload == {"n": "after"}
+    await _until_numsub(prefix, {"t": 0})
+
+
+@redis_only
+async def test_a_lost_connection_fails_every_subscription_and_the_next_subscribe_reconnects(
+    make_bus: Callable[..., Any], captured_logs: Any
+) -> None:
+    prefix = _prefix()
+    publisher = make_bus(prefix=prefix)  # another process, straight to Redis
+    async with _Relay() as relay:
+        bus = RedisEventBus(relay.url, prefix=prefix)
+        try:
+            async with (
+                bus.subscribe("a") as first,
+                bus.subscribe("a", "b") as second,
+                bus.subscribe("b") as third,
+            ):
+                relay.cut()
+                for subscription in (first, second, third):
+                    with pytest.raises(EventsUnavailable):
+                        await subscription.get(timeout=WAIT)
+                    with pytest.raises(EventsUnavailable):
+                        await anext(subscription)
+                assert bus.subscription_count == 0
+                [line] = captured_logs.events("event_connection_lost")
+                assert line["subscriptions"] == 3
+
+                # Nothing is left subscribed, and a new subscribe opens a new connection.
+                await _until_numsub(prefix, {"a": 0, "b": 0})
+                async with bus.subscribe("a") as again:
+                    await publisher.publish("a", {"n": "again"})
+                    assert (await _next(again)).payload == {"n": "again"}
+                    assert await _numsub(prefix, "a") == {"a": 1}
+        finally:
+            await bus.aclose()
+
+
+@redis_only
+async def test_a_stalled_connection_fails_subscribe_within_the_timeout(
+    make_bus: Callable[..., Any],
+) -> None:
+    prefix = _prefix()
+    publisher = make_bus(prefix=prefix)
+    async with _Relay() as relay:
+        bus = RedisEventBus(relay.url, prefix=prefix, timeout=0.3)
+        try:
+            async with bus.subscribe("a") as first:
+                relay.stall()
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(EventsUnavailable, match="no answer"):
+                    async with bus.subscribe("b"):
+                        pass  # pragma: no cover
+                assert loop.time() - started < 1.0
+                # The stuck connection is dropped for everyone on it ...
+                with pytest.raises(EventsUnavailable):
+                    await first.get(timeout=WAIT)
+            assert bus.subscription_count == 0
+            # ... and the next subscribe starts on a fresh one.
+            relay.resume()
+            async with bus.subscribe("a") as again:
+                await publisher.publish("a", {"n": 1})
+                assert (await _next(again)).payload == {"n": 1}
+            # A Redis that accepts but never answers fails the first subscribe in time too.
+            relay.stall()
+            fresh = RedisEventBus(relay.url, prefix=prefix, timeout=0.3)
+            try:
+                with pytest.raises(EventsUnavailable):
+                    async with fresh.subscribe("a"):
+                        pass  # pragma: no cover
+                assert fresh.subscription_count == 0
+            finally:
+                await fresh.aclose()
+        finally:
+            await bus.aclose()
+
+
+@redis_only
+async def test_a_cancelled_subscriber_does_not_break_the_shared_connection(
+    make_bus: Callable[..., Any],
+) -> None:
+    bus = make_bus()
+    async with bus.subscribe("a") as staying:
+        for _ in range(20):
+            joining = asyncio.create_task(bus.subscribe("b").__aenter__())
+            await asyncio.sleep(0)
+            joining.cancel()
+            await asyncio.wait([joining])
+        await bus.publish("a", {"n": 1})
+        assert (await _next(staying)).payload == {"n": 1}
+        assert bus.subscription_count == 1
+
+
+@needs_redis
+async def test_closing_the_bus_closes_its_connection() -> None:
+    assert TEST_REDIS_URL is not None
+    prefix = _prefix()
+    bus = RedisEventBus(TEST_REDIS_URL, prefix=prefix)
+    subscription = bus.subscribe("a")
+    await subscription.__aenter__()
+    assert await _numsub(prefix, "a") == {"a": 1}
+    await bus.aclose()
+    with pytest.raises(SubscriptionClosed):
+        await subscription.get(timeout=QUIET)
+    assert not isinstance(subscription._error, EventsUnavailable)
+    await _until_numsub(prefix, {"a": 0})
+    with pytest.raises(EventsUnavailable):
+        async with bus.subscribe("a"):
+            pass  # pragma: no cover

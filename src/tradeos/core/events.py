@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,12 +33,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import orjson
 import structlog
-from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session, SessionTransaction
 
 from tradeos.config import Settings
 from tradeos.core.errors import ServiceUnavailable
 from tradeos.core.redis import REDIS_ERRORS, REQUEST_TIMEOUT_SECONDS
+from tradeos.core.transactions import after_commit
+from tradeos.core.transactions import flush_after_commit as flush_committed_actions
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -208,8 +210,13 @@ class Subscription:
             raise RuntimeError("enter the subscription first: `async with bus.subscribe(...)`")
         self._raise_if_closed()
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
+                # No timeout scope per event: on a fan-out to 1,000 subscribers it costs more
+                # than the rest of the bus (bench/RESULTS.md).
                 event = await self._queue.get()
+            else:
+                async with asyncio.timeout(timeout):
+                    event = await self._queue.get()
         except TimeoutError:
             return None
         if event is None:
@@ -345,88 +352,296 @@ def _check_topics(topics: tuple[str, ...]) -> tuple[str, ...]:
 # -- Redis pub/sub ----------------------------------------------------------------------------
 
 
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class _RedisSubscription(Subscription):
-    """One pub/sub connection, read by one task into the bounded queue."""
+    """A share of its bus's pub/sub connection: its channels are counted there, and the
+    connection's reader delivers into this subscription's bounded queue."""
 
     def __init__(self, bus: RedisEventBus, topics: tuple[str, ...], *, max_queue: int) -> None:
         super().__init__(topics, max_queue=max_queue)
         self._bus = bus
-        self._topic_of: dict[bytes, str] = {bus._channel(topic): topic for topic in topics}
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._released = False
+        self._channels: tuple[bytes, ...] = tuple(bus._channel(topic) for topic in topics)
+        self._connection: _SharedPubSub | None = None  # while it counts there
 
     async def _open(self) -> None:
         self._bus._attach(self)
-        self._pubsub = self._bus._redis.pubsub()
+        connection: _SharedPubSub | None = None
+        received = 0
         try:
             async with asyncio.timeout(self._bus.timeout):
-                await self._pubsub.subscribe(*self._topic_of)
-                # SUBSCRIBE is confirmed asynchronously, once per channel: wait for every
-                # confirmation, so an event published after __aenter__ returns is received.
-                pending = set(self._topic_of)
-                while pending:
-                    message = await self._pubsub.get_message(timeout=self._bus.timeout)
-                    if message is not None and message["type"] == "subscribe":
-                        pending.discard(message["channel"])
+                connection = await self._bus._shared_pubsub()
+                received = connection.received
+                await connection.join(self)
+        except TimeoutError as exc:
+            if connection is not None and connection.received == received:
+                # Not a word from Redis while we waited: the connection is stuck, for every
+                # subscriber on it. Drop it, so the next subscribe starts on a fresh one. (If
+                # messages did arrive, the reader is merely behind: only this subscribe fails.)
+                connection.lose(f"no answer within {self._bus.timeout:g} s")
+            raise EventsUnavailable(
+                f"cannot subscribe to events: no answer within {self._bus.timeout:g} s"
+            ) from exc
         except REDIS_ERRORS as exc:
-            raise EventsUnavailable(f"cannot subscribe to events: {exc}") from exc
+            raise EventsUnavailable(f"cannot subscribe to events: {_reason(exc)}") from exc
+
+    def _leave(self) -> _SharedPubSub | None:
+        """Leave the registry and the connection; the connection if some channel of ours lost
+        its last subscriber there (so Redis should be told)."""
+        self._bus._detach(self)
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.leave(self):
+            return connection
+        return None
+
+    def _detach(self) -> None:
+        # Synchronous (an overflow or a lost connection closes us from the reader task): the
+        # UNSUBSCRIBE goes out in the background.
+        connection = self._leave()
+        if connection is not None:
+            connection.settle_soon()
+
+    async def _release(self) -> None:
+        connection = self._leave()
+        if connection is not None:
+            await connection.settle()
+
+
+class _SharedPubSub:
+    """The one pub/sub connection of a bus and the one task reading it, shared by all the
+    bus's subscriptions.
+
+    Channels are reference-counted: a channel is SUBSCRIBEd when its first local subscription
+    arrives and UNSUBSCRIBEd when its last one leaves. Commands are never sent by the callers'
+    tasks: a task of our own brings Redis in line with the local subscriptions (`_sync`),
+    because a command cancelled half-way (a caller's timeout or cancellation) makes redis-py
+    drop the connection under every subscriber. Redis confirms each channel of a SUBSCRIBE, in
+    order, so a queue of futures per channel tells a subscriber when its channels are live.
+
+    Any error on the connection fails every subscription on it with `EventsUnavailable`
+    (events may have been lost: subscribers resynchronise), and the bus opens a new
+    connection for the next subscribe."""
+
+    def __init__(self, bus: RedisEventBus, pubsub: PubSub) -> None:
+        self._bus = bus
+        self._pubsub = pubsub
+        self._prefix_length = len(bus._channel(""))
+        self._subscribers: dict[bytes, set[_RedisSubscription]] = {}
+        # Channels SUBSCRIBEd on the connection (confirmed or not) and not UNSUBSCRIBEd since.
+        self._in_redis: set[bytes] = set()
+        # Per channel, one future per SUBSCRIBE sent and not yet confirmed, oldest first.
+        self._confirming: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._lock = asyncio.Lock()  # one `_sync` at a time, so commands go out in order
+        self._syncing: asyncio.Task[None] | None = None  # a `_sync` yet to look at channels
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._down = False
+        self.received = 0  # messages read so far: shows the connection is alive
         self._reader = asyncio.get_running_loop().create_task(
-            self._read(self._pubsub), name=f"tradeos-events:{','.join(sorted(self.topics))}"
+            self._read(), name="tradeos-events:reader"
         )
 
-    async def _read(self, pubsub: PubSub) -> None:
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    # -- subscriptions joining and leaving --
+
+    async def join(self, subscription: _RedisSubscription) -> None:
+        """Count the subscription's channels here; return once Redis confirmed them all."""
+        if subscription.closed:  # the bus closed while it waited for the connection
+            return
+        if self._down:  # pragma: no cover - the bus hands out live connections only
+            raise EventsUnavailable("lost the event connection")
+        subscription._connection = self
+        for channel in subscription._channels:
+            self._subscribers.setdefault(channel, set()).add(subscription)
+        await self.settle()
+        if self._down:
+            raise EventsUnavailable("lost the event connection while subscribing")
+        # The newest SUBSCRIBE of a channel is the one after any UNSUBSCRIBE of it; our
+        # reference keeps the channel from being unsubscribed while we wait.
+        waiting = [
+            self._confirming[channel][-1]
+            for channel in subscription._channels
+            if self._confirming.get(channel)
+        ]
+        if waiting:
+            # wait(), not await: a cancelled subscriber must not cancel a future others share.
+            await asyncio.wait(waiting)
+        if self._down:
+            raise EventsUnavailable("lost the event connection while subscribing")
+
+    def leave(self, subscription: _RedisSubscription) -> bool:
+        """Uncount the subscription; True when a channel lost its last subscriber."""
+        emptied = False
+        for channel in subscription._channels:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is None:
+                continue
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[channel]
+                emptied = True
+        return emptied and not self._down
+
+    def settle_soon(self) -> asyncio.Task[None]:
+        """A task that brings Redis in line with the local subscriptions as they are when it
+        runs: the pending one if it has not looked yet, else a new one."""
+        task = self._syncing
+        if task is None:
+            task = self._syncing = asyncio.get_running_loop().create_task(
+                self._sync(), name="tradeos-events:sync"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Wait until Redis is in line with the local subscriptions. Never raises: a failure
+        takes the connection down (check `down`)."""
+        # shield: the caller's cancellation must not cut a command in half.
+        await asyncio.shield(self.settle_soon())
+
+    async def _sync(self) -> None:
+        task = asyncio.current_task()
         try:
-            while not self._closed:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if message is None or message["type"] != "message":
+            async with asyncio.timeout(self._bus.timeout), self._lock:
+                if self._syncing is task:
+                    self._syncing = None  # from here on, later changes need another run
+                if self._down:
+                    return
+                subscribe = [
+                    channel for channel in self._subscribers if channel not in self._in_redis
+                ]
+                unsubscribe = [
+                    channel for channel in self._in_redis if channel not in self._subscribers
+                ]
+                if unsubscribe:
+                    self._in_redis.difference_update(unsubscribe)
+                    await self._send("UNSUBSCRIBE", *unsubscribe)
+                if subscribe:
+                    loop = asyncio.get_running_loop()
+                    for channel in subscribe:
+                        self._in_redis.add(channel)
+                        self._confirming.setdefault(channel, deque()).append(loop.create_future())
+                    await self._send("SUBSCRIBE", *subscribe)
+        except TimeoutError:
+            self.lose(f"no answer within {self._bus.timeout:g} s")
+        except REDIS_ERRORS as exc:
+            self.lose(_reason(exc))
+        finally:
+            if self._syncing is task:
+                self._syncing = None
+
+    async def _send(self, *command: str | bytes) -> None:
+        connection = self._pubsub.connection
+        if connection is None:
+            raise ConnectionError("the event connection is closed")
+        # No health check: its PING would read the reply beside our reader.
+        await connection.send_command(*command, check_health=False)
+
+    # -- the reader --
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._pubsub.get_message(timeout=None)
+                self.received += 1
+                if message is None:  # a health check answered
                     continue
-                topic = self._topic_of.get(message["channel"])
-                if topic is None:  # pragma: no cover - only subscribed channels arrive
-                    continue
-                try:
-                    payload = _decode(message["data"])
-                except ValueError:
-                    logger.warning("event_payload_invalid", topic=topic)
-                    continue
-                self._deliver(Event(topic, payload))
+                kind = message["type"]
+                if kind == "message":
+                    self._dispatch(message["channel"], message["data"])
+                elif kind == "subscribe":
+                    self._confirm(message["channel"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.error("event_subscription_lost", topics=sorted(self.topics), error=repr(exc))
-            self._fail(EventsUnavailable(f"lost the event subscription: {exc}"))
-        finally:
-            if self._closed:
-                # Overflowed or failed: give the connection back now, not when the owner exits.
-                await self._release()
+            self.lose(_reason(exc))
 
-    def _detach(self) -> None:
-        self._bus._detach(self)
-
-    async def _release(self) -> None:
-        self._detach()
-        if self._released:
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:  # its last subscriber left; the UNSUBSCRIBE is under way
             return
-        self._released = True
-        reader, self._reader = self._reader, None
-        pubsub, self._pubsub = self._pubsub, None
-        try:
-            if reader is not None and reader is not asyncio.current_task():
-                reader.cancel()
-                # wait(), not await: the reader's cancellation is not the caller's to raise,
-                # while a cancellation of the caller still propagates.
-                await asyncio.wait([reader])
-        finally:
-            if pubsub is not None:
-                # The connection is dropped either way.
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        topic = channel[self._prefix_length :].decode()
+        # A copy of the set: an overflowing subscriber leaves it during the loop. Each
+        # subscriber decodes its own payload, so none can change what another receives.
+        for subscription in list(subscribers):
+            try:
+                payload = _decode(data)
+            except ValueError:
+                logger.warning("event_payload_invalid", topic=topic)
+                return
+            subscription._deliver(Event(topic, payload))
+
+    def _confirm(self, channel: bytes) -> None:
+        waiting = self._confirming.get(channel)
+        if not waiting:  # pragma: no cover - Redis confirms only what was asked
+            return
+        future = waiting.popleft()
+        if not waiting:
+            del self._confirming[channel]
+        if not future.done():
+            future.set_result(None)
+
+    # -- going down --
+
+    def lose(self, reason: str) -> None:
+        """The connection is lost or stuck: fail every subscription on it."""
+        if self._down:
+            return
+        subscriptions = {s for subscribers in self._subscribers.values() for s in subscribers}
+        logger.error(
+            "event_connection_lost",
+            subscriptions=len(subscriptions),
+            channels=len(self._subscribers),
+            error=reason,
+        )
+        self.shut_down()
+        for subscription in subscriptions:
+            subscription._fail(EventsUnavailable(f"lost the event subscription: {reason}"))
+
+    def shut_down(self) -> None:
+        """Stop reading and close the connection (in the background; the bus's `aclose`
+        waits for it). Subscriptions still counted here are the caller's business."""
+        if self._down:
+            return
+        self._down = True
+        self._bus._forget(self)
+        for waiting in self._confirming.values():
+            for future in waiting:
+                future.cancel()
+        self._confirming.clear()
+        self._subscribers.clear()
+        self._in_redis.clear()
+        self._reader.cancel()
+        self._bus._track(
+            asyncio.get_running_loop().create_task(
+                self._disconnect(), name="tradeos-events:disconnect"
+            )
+        )
+
+    async def _disconnect(self) -> None:
+        # wait(), not await: the reader's cancellation is not ours to raise.
+        await asyncio.wait([self._reader])
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        # Syncs under way fail on the closed connection, or see `down` and stop.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
 
 class RedisEventBus:
     """Redis pub/sub: events reach subscribers in every process using the same Redis and key
     prefix. Delivery is at most once, to whoever is subscribed at publish time (pub/sub keeps
-    nothing)."""
+    nothing).
+
+    All subscriptions of a bus share one pub/sub connection and one reader task (so a
+    process with thousands of WebSocket clients holds one connection, not thousands); a lost
+    connection fails them all with `EventsUnavailable`, and the next subscribe opens a new
+    one. Publishing has its own client, so a busy subscriber connection never delays it."""
 
     backend = "redis"
 
@@ -445,12 +660,12 @@ class RedisEventBus:
         self.prefix = prefix
         self.max_queue = max_queue
         self.timeout = timeout
-        # Subscriptions each hold a connection of their own while they live; publishing has its
-        # own client, so many open subscriptions can never starve publishes (each pool allows
-        # 100 connections).
-        self._redis: Redis = make_redis(url)
+        self._redis: Redis = make_redis(url)  # holds the shared pub/sub connection
         self._publisher: Redis = make_redis(url)
         self._subscriptions: set[_RedisSubscription] = set()
+        self._shared: _SharedPubSub | None = None
+        self._connecting = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -476,11 +691,39 @@ class RedisEventBus:
 
     async def aclose(self) -> None:
         self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.shut_down()
         for subscription in list(self._subscriptions):
             subscription._fail(SubscriptionClosed("event bus closed"))
-            await subscription._release()
+        while self._closing:
+            await asyncio.wait(list(self._closing))
         await self._redis.aclose()
         await self._publisher.aclose()
+
+    async def _shared_pubsub(self) -> _SharedPubSub:
+        """The live shared connection, opened if there is none."""
+        async with self._connecting:
+            if self._closed:
+                raise EventsUnavailable("the event bus is closed")
+            if self._shared is None:
+                pubsub = self._redis.pubsub()
+                try:
+                    await pubsub.connect()  # type: ignore[no-untyped-call]
+                except BaseException:
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    raise
+                self._shared = _SharedPubSub(self, pubsub)
+            return self._shared
+
+    def _forget(self, shared: _SharedPubSub) -> None:
+        if self._shared is shared:
+            self._shared = None
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _attach(self, subscription: _RedisSubscription) -> None:
         if self._closed:
@@ -500,89 +743,28 @@ def make_event_bus(settings: Settings) -> EventBus:
 
 # -- after commit -----------------------------------------------------------------------------
 
-_PENDING_KEY: Final = "tradeos.events.pending"
-_LISTENING_KEY: Final = "tradeos.events.listening"
-_SAVEPOINT_MARKS_KEY: Final = "tradeos.events.savepoint_marks"
-# Publishing tasks, referenced until done: the loop keeps only weak references to tasks.
-_publishing: set[asyncio.Task[None]] = set()
-
 
 def publish_after_commit(
     session: AsyncSession, bus: EventBus, topic: str, payload: Mapping[str, Any]
 ) -> None:
     """Publish once the session's transaction commits; drop it if the transaction rolls back
-    (or the session closes without committing). Topic and payload are checked now, so a bad
-    event fails the request rather than vanish after it; the payload is copied now, so later
-    changes to it are not sent. Publish failures after the commit are logged, never raised:
-    the commit has happened."""
+    (or the session closes without committing, or the savepoint it was asked in rolls back).
+    Topic and payload are checked now, so a bad event fails the request rather than vanish
+    after it; the payload is copied now, so later changes to it are not sent. Publish failures
+    after the commit are logged, never raised: the commit has happened."""
     validate_topic(topic)
     data = encode_payload(payload)
-    sync_session = session.sync_session
-    if not sync_session.info.get(_LISTENING_KEY):
-        sa_event.listen(sync_session, "after_commit", _after_commit)
-        sa_event.listen(sync_session, "after_soft_rollback", _after_soft_rollback)
-        sa_event.listen(sync_session, "after_transaction_end", _after_transaction_end)
-        sa_event.listen(sync_session, "after_transaction_create", _after_transaction_create)
-        sync_session.info[_LISTENING_KEY] = True
-    pending: list[tuple[EventBus, str, bytes]] = sync_session.info.setdefault(_PENDING_KEY, [])
-    pending.append((bus, topic, data))
+    after_commit(session, functools.partial(_publish_committed, bus, topic, data))
 
 
-def _after_commit(session: Session) -> None:
-    # SQLAlchemy also reports a released savepoint as a commit; only the outermost counts.
-    if session.in_nested_transaction():
-        return
-    pending: list[tuple[EventBus, str, bytes]] = session.info.pop(_PENDING_KEY, [])
-    if not pending:
-        return
+async def _publish_committed(bus: EventBus, topic: str, data: bytes) -> None:
     try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        logger.error("events_dropped_no_event_loop", count=len(pending))
-        return
-    # One task per commit publishes its events in order.
-    task = loop.create_task(_publish_all(pending), name="tradeos-events:after-commit")
-    _publishing.add(task)
-    task.add_done_callback(_publishing.discard)
-
-
-def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
-    # Remember how many events were queued when a savepoint began, to drop what it queued if it
-    # rolls back.
-    if transaction.nested:
-        marks: dict[int, int] = session.info.setdefault(_SAVEPOINT_MARKS_KEY, {})
-        marks[id(transaction)] = len(session.info.get(_PENDING_KEY, []))
-
-
-def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    if previous_transaction.parent is None:
-        session.info.pop(_PENDING_KEY, None)
-    elif previous_transaction.nested:
-        marks: dict[int, int] = session.info.get(_SAVEPOINT_MARKS_KEY, {})
-        mark = marks.pop(id(previous_transaction), None)
-        pending = session.info.get(_PENDING_KEY)
-        if mark is not None and pending is not None:
-            del pending[mark:]
-
-
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    # The outermost transaction ended without a commit (after a commit the list is already
-    # gone): close() without commit, for instance. Nothing carries over to the next one.
-    if transaction.parent is None:
-        session.info.pop(_PENDING_KEY, None)
-        session.info.pop(_SAVEPOINT_MARKS_KEY, None)
-
-
-async def _publish_all(pending: list[tuple[EventBus, str, bytes]]) -> None:
-    for bus, topic, data in pending:
-        try:
-            await bus.publish(topic, _decode(data))
-        except Exception as exc:
-            logger.error("event_publish_failed", topic=topic, backend=bus.backend, error=repr(exc))
+        await bus.publish(topic, _decode(data))
+    except Exception as exc:
+        logger.error("event_publish_failed", topic=topic, backend=bus.backend, error=repr(exc))
 
 
 async def flush_after_commit() -> None:
-    """Wait for the publishes scheduled by committed sessions so far (at shutdown, before the
-    bus closes; in tests)."""
-    while _publishing:
-        await asyncio.gather(*list(_publishing), return_exceptions=True)
+    """Wait for the publishes (and other after-commit work) of sessions committed so far (at
+    shutdown, before the bus closes; in tests)."""
+    await flush_committed_actions()
