@@ -157,6 +157,9 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        # Compressing small WebSocket frames costs a quarter of a fan-out's server CPU
+        # (bench/RESULTS.md); market ticks and events are a few hundred bytes.
+        ws_per_message_deflate=False,
     )
 
 
