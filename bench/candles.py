@@ -23,7 +23,7 @@ orjson. Without `end` (never cached), and with `end` cold (a different `end` eac
 cache miss) and warm (the same `end`: a cache hit). Requests alternate between the two servers
 in blocks, so both see the same machine load.
 
-Prints the tables; the figures go to bench/candles.md. `--profile` also prints cProfile's top
+Prints the tables; the figures go to bench/RESULTS.md. `--profile` also prints cProfile's top
 functions of one write-only ingest and of in-process reads of 5000 bars.
 """
 

@@ -30,7 +30,7 @@ one when embedded, the worker's with Redis): on a shared machine it moves far le
 time. --breakdown N times the steps of one run (enqueue INSERT, claim, succeed, a bare unit of
 work, and claim/succeed with their UPDATE built once) N times each, one after the other.
 Logs go to stderr at --log-level (WARNING: at INFO, taskiq and TradeOS each log every job).
-Prints each run, then markdown tables; the figures go to bench/job_throughput.md.
+Prints each run, then markdown tables; the figures go to bench/RESULTS.md.
 """
 
 from __future__ import annotations
