@@ -389,3 +389,17 @@ def test_serve_rejects_bad_flags(
 ) -> None:
     assert run("serve", *args).exit_code == 2
     assert uvicorn_calls == []
+
+
+@pytest.mark.parametrize("command", ["worker", "scheduler"])
+def test_worker_and_scheduler_need_a_shared_broker(cli_env: Path, command: str) -> None:
+    result = run(command)
+    assert result.exit_code == 2
+    assert f"tradeos {command} needs a shared job broker: set REDIS_URL" in result.output
+
+
+def test_worker_refuses_an_unknown_queue(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    result = run("worker", "--queues", "high,urgent")
+    assert result.exit_code == 2
+    assert "--queues takes a comma-separated list of: high, default, low" in result.output
