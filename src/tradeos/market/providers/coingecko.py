@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import httpx
@@ -25,6 +24,7 @@ from pydantic import SecretStr
 from tradeos.market.providers.base import Bar, Listing, UnknownSymbol
 from tradeos.market.providers.http import (
     Clock,
+    ClosedOnExit,
     Jitter,
     JsonApiClient,
     MalformedResponse,
@@ -65,7 +65,7 @@ class PriceSnapshot:
     volume: Decimal | None
 
 
-class CoinGeckoClient:
+class CoinGeckoClient(ClosedOnExit):
     """A `ListingsProvider` over CoinGecko's v3 API (async, rate limited, retried)."""
 
     name = "coingecko"
@@ -111,17 +111,6 @@ class CoinGeckoClient:
     def __repr__(self) -> str:
         key = "set" if self._http.has_key else "none"
         return f"CoinGeckoClient(base_url={self._http.base_url!r}, pro={self.pro}, key={key})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it (an injected one stays open)."""

@@ -14,8 +14,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import httpx
 import structlog
@@ -24,6 +23,7 @@ from pydantic import SecretStr
 from tradeos.market.providers.base import Listing
 from tradeos.market.providers.http import (
     Clock,
+    ClosedOnExit,
     Jitter,
     JsonApiClient,
     MalformedResponse,
@@ -73,7 +73,7 @@ def merge_info(listing: Listing, info: CoinInfo) -> Listing:
     )
 
 
-class CoinMarketCapClient:
+class CoinMarketCapClient(ClosedOnExit):
     """A `ListingsProvider` over CoinMarketCap's Pro API (async, rate limited, retried)."""
 
     name = "coinmarketcap"
@@ -116,17 +116,6 @@ class CoinMarketCapClient:
 
     def __repr__(self) -> str:
         return f"CoinMarketCapClient(base_url={self._http.base_url!r}, key=set)"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it (an injected one stays open)."""

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import ModuleType, TracebackType
-from typing import Any, Final, Self
+from types import ModuleType
+from typing import Any, Final
 
 import structlog
 
@@ -37,7 +37,14 @@ from tradeos.market.providers.base import (
     Tick,
     UnknownSymbol,
 )
-from tradeos.market.providers.http import Jitter, Sleep, equal_jitter, from_millis, to_decimal
+from tradeos.market.providers.http import (
+    ClosedOnExit,
+    Jitter,
+    Sleep,
+    equal_jitter,
+    from_millis,
+    to_decimal,
+)
 from tradeos.market.symbols import normalize, resolve
 from tradeos.market.timeframes import Timeframe
 
@@ -94,7 +101,7 @@ class _Ccxt:
         )
 
 
-class ExchangeProvider:
+class ExchangeProvider(ClosedOnExit):
     """A `MarketProvider` over one ccxt exchange: its active spot markets, their candles and
     tickers. Public endpoints only (no API key needed).
 
@@ -161,17 +168,6 @@ class ExchangeProvider:
 
     def __repr__(self) -> str:
         return f"ExchangeProvider(exchange={self.exchange_id!r}, page_limit={self.page_limit})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the ccxt exchange (its HTTP session) if this provider made it."""

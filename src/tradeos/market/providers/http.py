@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 import httpx
 import structlog
@@ -186,6 +187,24 @@ def _reject_constant(name: str) -> Any:
 def parse_json(content: bytes) -> Any:
     """JSON with every non-integer number as an exact `Decimal` (no float in between)."""
     return json.loads(content, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+class ClosedOnExit:
+    """`async with client:` closes it on the way out; the class defines `aclose()`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 class JsonApiClient:
