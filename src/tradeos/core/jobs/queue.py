@@ -342,8 +342,7 @@ class JobQueue:
             # The database is unreachable: this message is acknowledged when we return, so
             # the run is sent again for later rather than left queued with no message.
             logger.warning("job_claim_failed", run_id=run_id, job=name, error=repr(exc))
-            queue = JOBS[name].priority if name in JOBS else Priority.DEFAULT
-            await self.send(run_id, name, queue, token, CLAIM_RETRY_SECONDS)
+            await self.send(run_id, name, _queue_of(name), token, CLAIM_RETRY_SECONDS)
             return
         if claimed is None:
             logger.info("job_message_stale", run_id=run_id, job=name)
@@ -432,8 +431,7 @@ class JobQueue:
                 if token is not None and self.backend != "memory":
                     # Redis keeps it for the other workers; the embedded queue ends with this
                     # process, and the next start sends queued runs again.
-                    queue = JOBS[name].priority if name in JOBS else Priority.DEFAULT
-                    self.send_after_commit(session, claimed.id, name, queue, token)
+                    self.send_after_commit(session, claimed.id, name, _queue_of(name), token)
         except Exception as exc:
             logger.error("job_release_failed", run_id=claimed.id, error=repr(exc))
 
@@ -558,6 +556,12 @@ class JobQueue:
                 if not counts:
                     return
                 await asyncio.sleep(0.05)
+
+
+def _queue_of(name: str) -> Priority:
+    """The queue a job's runs go to (default for a job this process does not know)."""
+    definition = JOBS.get(name)
+    return definition.priority if definition is not None else Priority.DEFAULT
 
 
 def _amqp_errors() -> tuple[type[Exception], ...]:
