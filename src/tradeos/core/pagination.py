@@ -125,8 +125,11 @@ class Sorting:
                         str | None,
                         Query(
                             max_length=64,
-                            description="`field` or `-field` for descending.",
-                            json_schema_extra={"enum": [*choices, None]},
+                            description="`field` or `-field` for descending; empty or "
+                            "absent: the default order.",
+                            # An empty value is accepted as the default (as documented here),
+                            # so the schema lists it with the fields.
+                            json_schema_extra={"enum": [*choices, "", None]},
                         ),
                     ],
                 )
