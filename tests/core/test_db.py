@@ -7,11 +7,24 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import orjson
 import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text
+from pydantic import BaseModel
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from tests.conftest import serve_app
@@ -25,12 +38,16 @@ from tradeos.core.db import (
     Money,
     Quantity,
     UTCDateTime,
+    bulk_insert,
     order_key,
     strip_trailing_zeros,
     to_exact_decimal,
+    utc_text,
 )
+from tradeos.core.db import decimal_text as sql_decimal_text
 from tradeos.core.deps import SessionDep
 from tradeos.core.errors import Conflict
+from tradeos.core.fields import PlainDecimal, decimal_text
 
 # A scratch table outside the app's metadata: the column types are what is under test.
 scratch_metadata = MetaData()
@@ -370,3 +387,116 @@ async def test_statement_parameters_never_reach_errors(database: Database) -> No
 def test_negative_zero_is_bound_without_its_sign() -> None:
     assert not to_exact_decimal(Decimal("-0.000")).is_signed()
     assert not to_exact_decimal(-0).is_signed()
+
+
+# -- bulk inserts and text written by the database ---------------------------------------------
+
+_AWKWARD_AMOUNTS = ["0.00000001", "100", "0", "-0.5", "12345678901.123456789012345678", "-0.00"]
+_AWKWARD_TIMES = [
+    datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=9))),
+    datetime(2026, 3, 1, 0, 0, 0, 120, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+]
+
+
+def _raw(column: str) -> object:
+    # The value as the driver hands it over, before the column type's processing.
+    return type_coerce(ledger.c[column], String).label(column)
+
+
+async def test_a_bulk_insert_stores_exactly_what_an_orm_insert_stores(scratch: Database) -> None:
+    rows = [(amount, amount, moment) for amount in _AWKWARD_AMOUNTS for moment in _AWKWARD_TIMES]
+    async with scratch.session() as session:
+        await session.execute(
+            insert(ledger),
+            [
+                {"id": n, "amount": Decimal(a), "quantity": Decimal(q), "at": t}
+                for n, (a, q, t) in enumerate(rows, start=1)
+            ],
+        )
+        await bulk_insert(
+            session,
+            ledger,
+            ["id", "amount", "quantity", "at"],
+            [(n + 1000, Decimal(a), q, t) for n, (a, q, t) in enumerate(rows, start=1)],
+        )
+    async with scratch.engine.connect() as connection:
+        stored = {
+            row.id: (row.amount, row.quantity, row.at)
+            for row in await connection.execute(
+                select(ledger.c.id, _raw("amount"), _raw("quantity"), _raw("at"))
+            )
+        }
+    assert len(stored) == 2 * len(rows)
+    for n in range(1, len(rows) + 1):
+        assert stored[n + 1000] == stored[n]
+
+
+@pytest.mark.parametrize(
+    ("row", "error", "message"),
+    [
+        ((1, 0.1, None, None), TypeError, "not float"),
+        ((1, Decimal("0.0000000000000000001"), None, None), ValueError, "does not fit"),
+        ((1, None, Decimal("NaN"), None), ValueError, "finite"),
+        ((1, None, None, datetime(2026, 3, 1, 9, 30)), ValueError, "naive datetime"),
+    ],
+)
+async def test_a_bulk_insert_refuses_what_the_column_types_refuse(
+    scratch: Database, row: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        async with scratch.session() as session:
+            await bulk_insert(session, ledger, ["id", "amount", "quantity", "at"], [row])
+    async with scratch.engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(ledger)) == 0
+
+
+async def test_a_bulk_insert_is_rolled_back_with_its_unit_of_work(scratch: Database) -> None:
+    async def insert_then_fail() -> None:
+        async with scratch.session() as session:
+            # The first statement of the unit of work: it must still be inside its transaction.
+            await bulk_insert(session, ledger, ["id", "amount"], [(1, Decimal(1)), (2, 2)])
+            raise RuntimeError("the unit of work fails after the insert")
+
+    with pytest.raises(RuntimeError):
+        await insert_then_fail()
+    async with scratch.engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(ledger)) == 0
+
+
+async def test_the_database_writes_decimals_and_times_as_the_api_writes_them(
+    scratch: Database,
+) -> None:
+    class Shown(BaseModel):
+        amount: PlainDecimal
+        at: datetime
+
+    rows = [
+        {"id": n, "amount": Decimal(a), "at": t}
+        for n, (a, t) in enumerate(
+            ((a, t) for a in _AWKWARD_AMOUNTS for t in _AWKWARD_TIMES), start=1
+        )
+    ]
+    async with scratch.engine.begin() as connection:
+        await connection.execute(insert(ledger), rows)
+    async with scratch.engine.connect() as connection:
+        written = {
+            row.id: {"amount": row.amount, "at": row.at}
+            for row in await connection.execute(
+                select(
+                    ledger.c.id,
+                    sql_decimal_text(ledger.c.amount).label("amount"),
+                    utc_text(ledger.c.at).label("at"),
+                )
+            )
+        }
+    for row in rows:
+        # Times come out of the database in UTC, as the API always gives them.
+        expected = Shown(amount=strip_trailing_zeros(row["amount"]), at=row["at"].astimezone(UTC))
+        assert written[row["id"]] == orjson.loads(expected.model_dump_json()), row
+
+
+def test_decimals_go_out_in_plain_notation() -> None:
+    assert decimal_text(Decimal("1E-8")) == "0.00000001"
+    assert decimal_text(strip_trailing_zeros(Decimal("100.000"))) == "100"
+    assert decimal_text(Decimal("-12.50")) == "-12.50"

@@ -7,11 +7,11 @@ Both go through the same models and the same Alembic migrations.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Annotated, Any
 
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     event,
     text,
 )
@@ -63,44 +64,57 @@ _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _SQLITE_TEXT_WIDTH = 1 + _MAX_INTEGER_DIGITS + 1 + DECIMAL_SCALE
 
 
-def _exact_context() -> Context:
-    # The default context has 28 digits, too few for NUMERIC(38,18); Inexact is trapped so a
-    # value that would need rounding is refused instead of silently changed.
-    return Context(prec=DECIMAL_PRECISION, traps=[InvalidOperation, Inexact])
+# The default context has 28 digits, too few for NUMERIC(38,18); Inexact is trapped so a
+# value that would need rounding is refused instead of silently changed. One shared context,
+# passed explicitly: building one (or entering `localcontext`) per value was half the cost of
+# writing candles. Only its flags ever change, and nothing reads them.
+_EXACT = Context(prec=DECIMAL_PRECISION, traps=[InvalidOperation, Inexact])
 
 
 def to_exact_decimal(value: object) -> Decimal:
     """Check and convert a value bound to an exact column. Floats are refused: not exact."""
+    if type(value) is not Decimal:  # the common case skips the slower checks below
+        value = _as_decimal(value)
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    try:
+        quantized = value.quantize(_QUANTUM, context=_EXACT)
+    except (Inexact, InvalidOperation):
+        raise ValueError(
+            f"{value} does not fit NUMERIC({DECIMAL_PRECISION},{DECIMAL_SCALE}): at most "
+            f"{_MAX_INTEGER_DIGITS} integer digits and {DECIMAL_SCALE} decimal places"
+        ) from None
+    # -0 is 0: PostgreSQL forgets the sign, so SQLite must too.
+    return quantized.copy_abs() if quantized.is_zero() else quantized
+
+
+def _as_decimal(value: object) -> Decimal:
     # bool is an int subclass, and a float is never exact: both are refused by name.
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise TypeError(
             f"exact decimal columns take Decimal, int or str, not {type(value).__name__}"
         )
-    if not isinstance(value, Decimal):
-        try:
-            value = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
-    if not value.is_finite():
-        raise ValueError(f"{value} is not a finite number")
-    with localcontext(_exact_context()):
-        try:
-            quantized = value.quantize(_QUANTUM)
-        except (Inexact, InvalidOperation):
-            raise ValueError(
-                f"{value} does not fit NUMERIC({DECIMAL_PRECISION},{DECIMAL_SCALE}): at most "
-                f"{_MAX_INTEGER_DIGITS} integer digits and {DECIMAL_SCALE} decimal places"
-            ) from None
-    # -0 is 0: PostgreSQL forgets the sign, so SQLite must too.
-    return quantized.copy_abs() if quantized.is_zero() else quantized
+    if isinstance(value, Decimal):  # a subclass
+        return value
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+
+
+def exact_text(value: object) -> str:
+    """The fixed-scale text an exact column holds on SQLite: `12.5` -> `12.500…0` (18 places),
+    never exponent notation."""
+    exact = to_exact_decimal(value)
+    text = str(exact)  # plain unless the value is tiny (1E-8); str is 3x faster than format
+    return text if "E" not in text else format(exact, "f")
 
 
 def strip_trailing_zeros(value: Decimal) -> Decimal:
     """`1.500000` -> `1.5`, `100.000` -> `100` (never `1E+2`): the same value, its shortest form."""
     if value.is_zero():
         return Decimal(0)
-    with localcontext(_exact_context()):
-        normalized = value.normalize()
+    normalized = value.normalize(context=_EXACT)
     exponent = normalized.as_tuple().exponent
     if isinstance(exponent, int) and exponent > 0:
         return normalized.quantize(Decimal(1))
@@ -126,15 +140,21 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        exact = to_exact_decimal(value)
         if dialect.name == "sqlite":
-            return format(exact, "f")
-        return exact
+            return exact_text(value)
+        return to_exact_decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return strip_trailing_zeros(Decimal(str(value)))
+        # Trimming the text is several times faster than Decimal.normalize(), and candle
+        # reads load thousands of these per request.
+        text = value if isinstance(value, str) else str(value)
+        if "E" in text:
+            return strip_trailing_zeros(Decimal(text))
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return Decimal(text) if text not in ("", "-0") else Decimal(0)
 
     @property
     def python_type(self) -> type[Decimal]:
@@ -175,6 +195,55 @@ def _numeric_order_sqlite(element: numeric_order, compiler: SQLCompiler, **kw: A
     return f"CAST({compiler.process(element.clauses, **kw)} AS REAL)"
 
 
+class decimal_text(FunctionElement[str]):  # lower case: it reads as a SQL function
+    """An exact decimal column as the API writes it, made by the database: its shortest plain
+    text (`100`, `0.5`, `0.00000001`). Reads of thousands of values skip Python's Decimal."""
+
+    inherit_cache = True
+    type = String()
+
+
+@compiles(decimal_text)
+def _decimal_text_default(element: decimal_text, compiler: SQLCompiler, **kw: Any) -> str:
+    # NUMERIC(38,18) as text always has its 18 decimal places, so always a point to stop at.
+    value = f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+    return f"rtrim(rtrim({value}, '0'), '.')"
+
+
+@compiles(decimal_text, "sqlite")
+def _decimal_text_sqlite(element: decimal_text, compiler: SQLCompiler, **kw: Any) -> str:
+    # The fixed-scale text ExactDecimal stores, with its point.
+    return f"rtrim(rtrim({compiler.process(element.clauses, **kw)}, '0'), '.')"
+
+
+class utc_text(FunctionElement[str]):  # lower case: it reads as a SQL function
+    """A UTC time column as the API writes it, made by the database: `2026-01-02T03:04:05Z`,
+    with `.ffffff` only when there are microseconds (as Pydantic writes it)."""
+
+    inherit_cache = True
+    type = String()
+
+
+@compiles(utc_text)
+def _utc_text_default(element: utc_text, compiler: SQLCompiler, **kw: Any) -> str:
+    moment = f"({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({moment}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN mod(CAST(date_part("
+        f"'microseconds', {moment}) AS BIGINT), 1000000) = 0 THEN 'Z'"
+        f" ELSE to_char({moment}, '.US\"Z\"') END"
+    )
+
+
+@compiles(utc_text, "sqlite")
+def _utc_text_sqlite(element: utc_text, compiler: SQLCompiler, **kw: Any) -> str:
+    # Stored as `2026-01-02 03:04:05.000000` (naive UTC).
+    moment = compiler.process(element.clauses, **kw)
+    return (
+        f"substr({moment}, 1, 10) || 'T' || substr({moment}, 12, 8) || CASE WHEN"
+        f" substr({moment}, 21) = '000000' THEN 'Z' ELSE substr({moment}, 20) || 'Z' END"
+    )
+
+
 def order_key(column: Any) -> Any:
     """What to ORDER BY for `column`: `numeric_order(column)` for exact decimals, else itself."""
     column_type = getattr(column, "type", None)
@@ -190,11 +259,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime refused: TradeOS stores timezone-aware UTC only")
-        utc = value.astimezone(UTC)
+        utc = to_utc(value)
         # SQLite keeps no zone; store naive UTC there and attach UTC again on the way out.
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
@@ -209,6 +274,71 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def to_utc(value: object) -> datetime:
+    """Check a value bound to a UTC time column: a timezone-aware datetime, in UTC."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime refused: TradeOS stores timezone-aware UTC only")
+    return value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- bulk writes
+
+
+def _utc_naive_text(value: object) -> str:
+    """A UTC time as SQLAlchemy's SQLite DATETIME stores it (`2026-01-02 03:04:05.000000`)."""
+    return to_utc(value).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _bulk_converter(column_type: TypeEngine[Any], dialect: Dialect) -> Any:
+    """The function turning a Python value into what the driver's bulk path takes for a column
+    of `column_type`, or None when the value goes as it is."""
+    sqlite = dialect.name == "sqlite"
+    if isinstance(column_type, ExactDecimal):
+        return exact_text if sqlite else to_exact_decimal
+    if isinstance(column_type, UTCDateTime):
+        return _utc_naive_text if sqlite else to_utc
+    return column_type.bind_processor(dialect)
+
+
+def _convert(converter: Any, value: object) -> object:
+    return value if value is None or converter is None else converter(value)
+
+
+async def bulk_insert(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert many new rows through the driver's bulk path, in the session's transaction:
+    PostgreSQL `COPY`, SQLite `executemany` of one prepared INSERT. Each row holds one value per
+    name in `columns`; exact decimals and UTC times are checked and converted exactly as their
+    column types would, so what lands is what an ORM insert would have written. Several times
+    faster than SQLAlchemy's executemany, whose per-row parameter processing dominates."""
+    if not rows:
+        return
+    await session.flush()  # pending ORM changes land first, in statement order
+    connection = await session.connection()
+    dialect = connection.dialect
+    converters = [_bulk_converter(table.c[name].type, dialect) for name in columns]
+    records = [tuple(map(_convert, converters, row)) for row in rows]
+    if dialect.name == "postgresql":
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            # SQLAlchemy begins lazily, on the first statement it runs: make sure COPY is
+            # inside the session's transaction, so a rollback takes it back too.
+            await connection.exec_driver_sql("SELECT 1")
+        await driver.copy_records_to_table(
+            table.name, schema_name=table.schema, columns=list(columns), records=records
+        )
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
+    statement = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({quoted})"
+    await connection.exec_driver_sql(f"{statement} VALUES ({placeholders})", records)
 
 
 # An auto-incrementing primary key: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.

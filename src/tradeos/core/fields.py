@@ -1,7 +1,9 @@
-"""Field types of request models that every domain needs: text and moments in time.
+"""Field types that every domain needs: text and moments in time in requests, exact decimals
+in responses.
 
     name: Annotated[str, text(100)]    # 1..100 characters after trimming, not blank, no NUL
     since: Moment | None = None        # an ISO 8601 date-time with a zone, kept in UTC
+    price: PlainDecimal                # sent as "0.00000001", never "1E-8"
 
 They refuse, with a 422 naming the field, what would otherwise fail later as a 500: a NUL
 character (PostgreSQL text cannot hold one), a number where a date-time belongs (Pydantic would
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
@@ -21,6 +24,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PlainSerializer,
     StringConstraints,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -90,3 +94,14 @@ Moment = Annotated[
     AfterValidator(_in_utc),
     Field(json_schema_extra={"format": "date-time"}),
 ]
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as the API writes it: a string in plain notation. `str()` alone would write
+    `1E-8` for a satoshi and `1E+2` for a normalized hundred, which many clients misread."""
+    text = str(value)
+    return text if "E" not in text else format(value, "f")
+
+
+# An exact decimal in a response: money, prices, quantities, percentages.
+PlainDecimal = Annotated[Decimal, PlainSerializer(decimal_text, return_type=str, when_used="json")]

@@ -4,10 +4,11 @@ sent as JSON strings."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tradeos.core.fields import PlainDecimal
 
 
 class InstrumentOut(BaseModel):
@@ -18,19 +19,19 @@ class InstrumentOut(BaseModel):
     asset_class: str = Field(description="crypto, forex, equity, index or commodity.")
     base: str
     quote: str
-    tick_size: Decimal = Field(description="Prices are whole multiples of this.")
-    quantity_step: Decimal = Field(description="Quantities are whole multiples of this.")
+    tick_size: PlainDecimal = Field(description="Prices are whole multiples of this.")
+    quantity_step: PlainDecimal = Field(description="Quantities are whole multiples of this.")
     status: str = Field(description="trading or halted.")
     provider: str = Field(description="Where its candles and tickers come from.")
 
 
 class CandleOut(BaseModel):
     time: datetime = Field(description="The bar's open time, UTC.")
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+    open: PlainDecimal
+    high: PlainDecimal
+    low: PlainDecimal
+    close: PlainDecimal
+    volume: PlainDecimal
     partial: bool = Field(description="The bar's period is not complete (current bar, or a gap).")
 
 
@@ -47,15 +48,15 @@ class CandlesOut(BaseModel):
 class TickerOut(BaseModel):
     symbol: str
     time: datetime
-    last: Decimal
-    bid: Decimal
-    ask: Decimal
-    open_24h: Decimal | None
-    high_24h: Decimal | None
-    low_24h: Decimal | None
-    volume_24h: Decimal | None
-    change_24h: Decimal | None
-    change_24h_percent: Decimal | None
+    last: PlainDecimal
+    bid: PlainDecimal
+    ask: PlainDecimal
+    open_24h: PlainDecimal | None
+    high_24h: PlainDecimal | None
+    low_24h: PlainDecimal | None
+    volume_24h: PlainDecimal | None
+    change_24h: PlainDecimal | None
+    change_24h_percent: PlainDecimal | None
     source: str
 
 
@@ -65,18 +66,18 @@ class CryptocurrencyOut(BaseModel):
     symbol: str
     name: str
     rank: int | None
-    price: Decimal | None = Field(description="USD.")
-    market_cap: Decimal | None
-    volume_24h: Decimal | None
-    change_1h: Decimal | None = Field(description="Percent.")
-    change_24h: Decimal | None = Field(description="Percent.")
-    change_7d: Decimal | None = Field(description="Percent.")
-    circulating_supply: Decimal | None
-    total_supply: Decimal | None
-    max_supply: Decimal | None
-    ath: Decimal | None
+    price: PlainDecimal | None = Field(description="USD.")
+    market_cap: PlainDecimal | None
+    volume_24h: PlainDecimal | None
+    change_1h: PlainDecimal | None = Field(description="Percent.")
+    change_24h: PlainDecimal | None = Field(description="Percent.")
+    change_7d: PlainDecimal | None = Field(description="Percent.")
+    circulating_supply: PlainDecimal | None
+    total_supply: PlainDecimal | None
+    max_supply: PlainDecimal | None
+    ath: PlainDecimal | None
     ath_date: datetime | None
-    atl: Decimal | None
+    atl: PlainDecimal | None
     atl_date: datetime | None
     categories: list[str]
     description: str | None
@@ -90,9 +91,9 @@ class PriceSnapshotOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     time: datetime
-    price: Decimal
-    market_cap: Decimal | None
-    volume: Decimal | None
+    price: PlainDecimal
+    market_cap: PlainDecimal | None
+    volume: PlainDecimal | None
 
 
 class PriceHistoryOut(BaseModel):
