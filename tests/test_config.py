@@ -212,3 +212,147 @@ def test_readme_settings_table_lists_every_setting() -> None:
         assert f"| `{name.upper()}` |" in readme, (
             f"{name.upper()} missing from the README settings table"
         )
+
+
+# -- JOB_SCHEDULES ----------------------------------------------------------------------------
+
+
+def test_job_schedules_default_to_the_declared_ones() -> None:
+    assert load().job_schedules == {}
+
+
+def test_job_schedules_are_read_as_json_from_the_environment_and_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text('JOB_SCHEDULES=\'{"jobs.prune_runs": "off"}\'\n')
+    assert Settings().job_schedules == {"jobs.prune_runs": "off"}
+    monkeypatch.setenv(
+        "JOB_SCHEDULES",
+        '{"market.sync_top_listings": "every 10m", "market.prune_price_history": " 0  4 * * *"}',
+    )
+    assert Settings().job_schedules == {
+        "market.sync_top_listings": "every 10m",
+        "market.prune_price_history": "0 4 * * *",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "fragments"),
+    [
+        ('{"market.sync_top_listings": "every 10x"}', ["market.sync_top_listings:", "'every 10x'"]),
+        ('{"jobs.prune_runs": "61 * * * *"}', ["jobs.prune_runs:", "not a valid cron"]),
+        ('{"jobs.prune_runs": "0 0 31 2 *"}', ["jobs.prune_runs:", "never fire"]),
+        ('{"jobs.prune_runs": "every 0h"}', ["jobs.prune_runs:", "at least 1h"]),
+        ('{"jobs.prune_runs": 5}', ["jobs.prune_runs:", "as text"]),
+        ('{"jobs.prune_runs": "off", "jobs.prune_runs": "every 1h"}', ["jobs.prune_runs more"]),
+        ('["jobs.prune_runs"]', ["JSON object like"]),
+        ("jobs.prune_runs=off", ["not valid JSON", "JSON object like"]),
+    ],
+)
+def test_job_schedules_refuse_a_bad_value_naming_the_job_and_the_value(
+    value: str, fragments: list[str]
+) -> None:
+    [line] = error_lines(job_schedules=value)
+    assert line.startswith("Invalid setting JOB_SCHEDULES:")
+    assert "\n" not in line
+    for fragment in fragments:
+        assert fragment in line
+
+
+# -- market data ------------------------------------------------------------------------------
+
+
+def test_market_sync_defaults_track_nothing_on_the_simulated_market() -> None:
+    settings = load()
+    assert settings.market_tracked_symbols == []
+    assert [tf.value for tf in settings.market_sync_timeframes] == ["1m", "1h"]
+    assert (settings.market_backfill_days, settings.market_fallback_provider) == (30, "none")
+    assert (settings.listings_sync_top, settings.listings_sync_all) == (50, 200)
+
+
+def test_an_exchange_tracks_its_listed_symbols_unless_told_otherwise() -> None:
+    pytest.importorskip("ccxt")
+    listed = load(market_provider="ccxt", ccxt_symbols="btc/usdt, ETH-USDT, BTC-USDT")
+    assert listed.market_tracked_symbols == ["BTC-USDT", "ETH-USDT"]
+    chosen = load(
+        market_provider="ccxt", ccxt_symbols="BTC-USDT,ETH-USDT", market_tracked_symbols="eth_usdt"
+    )
+    assert chosen.market_tracked_symbols == ["ETH-USDT"]
+    # Sim instruments may be tracked when named.
+    assert load(market_tracked_symbols="BTC-USD, aapl").market_tracked_symbols == [
+        "BTC-USD",
+        "AAPL",
+    ]
+
+
+def test_market_sync_settings_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MARKET_TRACKED_SYMBOLS", "BTC-USD,ETH-USD")
+    monkeypatch.setenv("MARKET_SYNC_TIMEFRAMES", "1h, 1d,1h")
+    monkeypatch.setenv("MARKET_BACKFILL_DAYS", "90")
+    monkeypatch.setenv("LISTINGS_SYNC_TOP", "20")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.market_tracked_symbols == ["BTC-USD", "ETH-USD"]
+    assert [tf.value for tf in settings.market_sync_timeframes] == ["1h", "1d"]
+    assert (settings.market_backfill_days, settings.listings_sync_top) == (90, 20)
+
+
+@pytest.mark.parametrize(
+    ("values", "variable", "fragment"),
+    [
+        ({"market_sync_timeframes": "1m,2h"}, "MARKET_SYNC_TIMEFRAMES", "'2h' is not a timeframe"),
+        ({"market_sync_timeframes": ","}, "MARKET_SYNC_TIMEFRAMES", "names no timeframe"),
+        ({"market_tracked_symbols": "BTC-USD,$$"}, "MARKET_TRACKED_SYMBOLS", "'$$' is not an"),
+        ({"market_backfill_days": 0}, "MARKET_BACKFILL_DAYS", "greater than"),
+        ({"market_backfill_days": 367}, "MARKET_BACKFILL_DAYS", "less than"),
+        ({"market_fallback_provider": "coingecko"}, "MARKET_FALLBACK_PROVIDER", "'ccxt'"),
+        ({"listings_sync_top": 0}, "LISTINGS_SYNC_TOP", "greater than"),
+        ({"listings_sync_all": 5001}, "LISTINGS_SYNC_ALL", "less than"),
+    ],
+)
+def test_a_bad_market_setting_names_its_variable(
+    values: dict[str, object], variable: str, fragment: str
+) -> None:
+    [line] = error_lines(**values)
+    assert line.startswith(f"Invalid setting {variable}:")
+    assert fragment in line
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"market_fallback_provider": "sim"}, "MARKET_FALLBACK_PROVIDER=sim is MARKET_PROVIDER"),
+        ({"market_fallback_provider": "ccxt"}, "needs CCXT_FALLBACK_EXCHANGE"),
+        (
+            {
+                "market_provider": "ccxt",
+                "market_fallback_provider": "ccxt",
+                "ccxt_fallback_exchange": "binance",
+            },
+            "CCXT_FALLBACK_EXCHANGE is CCXT_EXCHANGE itself",
+        ),
+        (
+            {
+                "market_provider": "ccxt",
+                "ccxt_symbols": "BTC-USDT",
+                "market_tracked_symbols": "BTC-USDT,SOL-USDT",
+            },
+            "MARKET_TRACKED_SYMBOLS names SOL-USDT, which CCXT_SYMBOLS leaves out",
+        ),
+    ],
+)
+def test_market_settings_that_contradict_each_other_are_refused(
+    values: dict[str, object], fragment: str
+) -> None:
+    pytest.importorskip("ccxt")
+    [line] = error_lines(**values)
+    assert fragment in line
+
+
+def test_a_second_exchange_serves_as_the_fallback() -> None:
+    pytest.importorskip("ccxt")
+    settings = load(
+        market_provider="ccxt", market_fallback_provider="ccxt", ccxt_fallback_exchange="kraken"
+    )
+    assert (settings.ccxt_exchange, settings.ccxt_fallback_exchange) == ("binance", "kraken")

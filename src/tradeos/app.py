@@ -24,6 +24,7 @@ from tradeos.core.db import Database
 from tradeos.core.errors import install_error_handlers
 from tradeos.core.events import flush_after_commit, make_event_bus
 from tradeos.core.jobs import JobQueue, Scheduler
+from tradeos.core.jobs.scheduler import check_job_schedules
 from tradeos.core.logging import RequestContextMiddleware, configure_logging
 from tradeos.core.metrics import install_metrics
 from tradeos.core.middleware import (
@@ -74,6 +75,9 @@ def _api_router() -> APIRouter:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # Every process refuses a JOB_SCHEDULES naming no periodic job, scheduler or not, before
+    # opening anything: a typo must not leave a job quietly on its old schedule.
+    check_job_schedules(settings.job_schedules)
     app.state.database = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
     app.state.redis = make_redis(settings.redis_url) if settings.redis_url else None
     app.state.rate_limiter = RateLimiter.from_settings(settings)

@@ -137,6 +137,8 @@ def serve(
     import uvicorn
 
     settings = load_settings()
+    _import_job_modules([])
+    _check_job_schedules(settings)
     with _database_errors(settings):
         _prepare_database(settings)
     if workers > 1 and reload:
@@ -191,6 +193,16 @@ def _import_job_modules(modules: list[str]) -> None:
             importlib.import_module(module)
         except ImportError as error:
             _fail(f"Cannot import job module {module!r}: {error}")
+
+
+def _check_job_schedules(settings: Settings) -> None:
+    """JOB_SCHEDULES names only periodic jobs, checked once the jobs are declared."""
+    from tradeos.core.jobs.scheduler import check_job_schedules
+
+    try:
+        check_job_schedules(settings.job_schedules)
+    except ValueError as error:
+        _fail(f"TradeOS cannot start: {error}")
 
 
 def _require_shared_broker(settings: Settings, command: str) -> None:
@@ -268,6 +280,7 @@ def scheduler(module: ModuleOption = None) -> None:
     settings = load_settings()
     _require_shared_broker(settings, "scheduler")
     _import_job_modules(module or [])
+    _check_job_schedules(settings)
     with _database_errors(settings):
         _prepare_database(settings)
 
@@ -280,7 +293,8 @@ def scheduler(module: ModuleOption = None) -> None:
             try:
                 schedule = Scheduler(jobs)
                 names = ", ".join(d.name for d in schedule.definitions) or "none"
-                console.print(f"TradeOS scheduler {schedule.worker_id}: {names}")
+                off = f" (off: {', '.join(schedule.switched_off)})" if schedule.switched_off else ""
+                console.print(f"TradeOS scheduler {schedule.worker_id}: {names}{off}")
                 # The live market feed runs once per deployment too: beside the schedules.
                 await asyncio.gather(schedule.run(), *([feed.run()] if feed else []))
             finally:

@@ -8,6 +8,7 @@ Every field here is listed with its default and meaning in `.env.example` and in
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 from functools import lru_cache
@@ -28,6 +29,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from tradeos.market import symbols
+from tradeos.market.timeframes import Timeframe
 
 Environment = Literal["development", "test", "production"]
 RateLimitStrategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
@@ -51,6 +55,10 @@ JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
 MIN_SECRET_LENGTH = 32
 # Placeholders people copy from examples; production refuses them whatever their length.
 _KNOWN_PLACEHOLDERS = ("change", "secret", "example", "default", "password", "tradeos")
+
+# The candle sync's back-fill reaches at most this far (a year of minutes is 525,600 bars per
+# instrument: deeper history is a `tradeos import candles` matter).
+MAX_BACKFILL_DAYS = 366
 
 _SQLITE_DRIVER = "sqlite+aiosqlite"
 _POSTGRES_DRIVER = "postgresql+asyncpg"
@@ -120,6 +128,10 @@ class Settings(BaseSettings):
     jobs_concurrency: int = Field(default=4, ge=1, le=100)
     jobs_redeliver_after_seconds: int = Field(default=900, ge=10, le=7 * 86400)
     jobs_keep_days: int = Field(default=30, ge=1, le=3650)
+    # Periodic jobs' schedules changed without code changes: a JSON object of job name to
+    # "every <n><s|m|h|d>", a five-field cron expression (UTC) or "off". The names are checked
+    # where schedulers start, once the jobs are declared.
+    job_schedules: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     # -- market data ------------------------------------------------------------------------
     market_provider: Literal["sim", "ccxt"] = "sim"
@@ -137,6 +149,22 @@ class Settings(BaseSettings):
     sim_seed: int = Field(default=42, ge=0, le=2**63 - 1)
     market_cache_seconds: int = Field(default=300, ge=1, le=86400)
     price_history_keep_days: int = Field(default=365, ge=1, le=36500)
+    # Serves candles and tickers when MARKET_PROVIDER fails: none, sim, or ccxt (a second
+    # exchange, CCXT_FALLBACK_EXCHANGE).
+    market_fallback_provider: Literal["none", "sim", "ccxt"] = "none"
+    ccxt_fallback_exchange: str | None = Field(default=None, pattern=r"^[a-z0-9_]{2,30}$")
+    # Instruments whose candles are stored and kept complete (comma-separated). Empty: those of
+    # CCXT_SYMBOLS for ccxt, none for sim (the simulated market makes any bar on demand, the
+    # same every time: storing it would gain nothing).
+    market_tracked_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    market_sync_timeframes: Annotated[list[Timeframe], NoDecode] = Field(
+        default_factory=lambda: [Timeframe.M1, Timeframe.H1]
+    )
+    # How far back the candle sync fills the tracked instruments' history.
+    market_backfill_days: int = Field(default=30, ge=1, le=MAX_BACKFILL_DAYS)
+    # How many coins the scheduled listing syncs fetch: the top ones every 5 minutes, all hourly.
+    listings_sync_top: int = Field(default=50, ge=1, le=5000)
+    listings_sync_all: int = Field(default=200, ge=1, le=5000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -148,12 +176,33 @@ class Settings(BaseSettings):
     def _lower_environment(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("ccxt_symbols", mode="before")
+    @field_validator("ccxt_symbols", "market_tracked_symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):
             return [symbol.strip() for symbol in value.split(",") if symbol.strip()]
         return value
+
+    @field_validator("market_tracked_symbols")
+    @classmethod
+    def _canonical_symbols(cls, values: list[str]) -> list[str]:
+        # normalize's ValueError names the bad symbol; repeats are dropped, order kept.
+        return list(dict.fromkeys(symbols.normalize(value) for value in values))
+
+    @field_validator("market_sync_timeframes", mode="before")
+    @classmethod
+    def _split_timeframes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        known = [timeframe.value for timeframe in Timeframe]
+        for item in value:
+            if item not in known:
+                raise ValueError(f"{str(item)[:20]!r} is not a timeframe: use {', '.join(known)}")
+        if not value:
+            raise ValueError(f"names no timeframe: give some of {', '.join(known)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -197,6 +246,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{part!r} is not tier=limit, e.g. pro=3000/minute")
             overrides[tier.strip()] = limit.strip()
         return overrides
+
+    @field_validator("job_schedules", mode="before")
+    @classmethod
+    def _parse_job_schedules(cls, value: object) -> object:
+        return job_schedules_from(value)
 
     @field_validator("database_url")
     @classmethod
@@ -271,6 +325,32 @@ class Settings(BaseSettings):
             self.jwt_secret_key = SecretStr(load_or_create_secret(self.data_dir / JWT_SECRET_FILE))
         return self
 
+    @model_validator(mode="after")
+    def _check_market_data(self) -> Settings:
+        if self.market_fallback_provider == "ccxt":
+            _require_module("ccxt", "the exchange client (ccxt)", "exchanges")
+            if self.ccxt_fallback_exchange is None:
+                raise ValueError("MARKET_FALLBACK_PROVIDER=ccxt needs CCXT_FALLBACK_EXCHANGE")
+            if self.market_provider == "ccxt" and self.ccxt_fallback_exchange == self.ccxt_exchange:
+                raise ValueError(
+                    "CCXT_FALLBACK_EXCHANGE is CCXT_EXCHANGE itself: name another exchange"
+                )
+        if self.market_fallback_provider == self.market_provider == "sim":
+            raise ValueError(
+                "MARKET_FALLBACK_PROVIDER=sim is MARKET_PROVIDER itself: use none, or ccxt"
+            )
+        if self.market_provider == "ccxt":
+            listed = list(dict.fromkeys(symbols.normalize(s) for s in self.ccxt_symbols))
+            if not self.market_tracked_symbols:
+                self.market_tracked_symbols = listed
+            left_out = [s for s in self.market_tracked_symbols if listed and s not in listed]
+            if left_out:
+                raise ValueError(
+                    f"MARKET_TRACKED_SYMBOLS names {', '.join(left_out)}, which CCXT_SYMBOLS "
+                    "leaves out: add them there too"
+                )
+        return self
+
     def __repr_args__(self) -> Any:
         # URLs may carry passwords: repr() (and so any log line of this object) masks them.
         for name, value in super().__repr_args__():
@@ -330,6 +410,50 @@ class Settings(BaseSettings):
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
             return None
         return Path(url.database)
+
+
+_JOB_SCHEDULES_EXAMPLE = '{"market.sync_top_listings": "every 10m", "jobs.prune_runs": "off"}'
+
+
+def job_schedules_from(value: object) -> dict[str, str]:
+    """JOB_SCHEDULES as JSON text (the environment) or a mapping (code), every schedule checked
+    and its spacing tidied; a problem names the job and the value."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, object_pairs_hook=_refuse_repeated_names)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"is not valid JSON ({error.msg} at character {error.pos}): "
+                f"write a JSON object like {_JOB_SCHEDULES_EXAMPLE}"
+            ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object like {_JOB_SCHEDULES_EXAMPLE}")
+    if not value:
+        return {}
+    # Imported here: the jobs package loads taskiq, which reading settings alone need not.
+    from tradeos.core.jobs.definitions import parse_schedule
+
+    schedules = {}
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise ValueError(f"{name}: {text!r} is not a schedule: give it as text, e.g. every 10m")
+        try:
+            parse_schedule(text)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        schedules[name] = " ".join(text.split())
+    return schedules
+
+
+def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last of two entries silently; one of them is a mistake.
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"names {', '.join(repeated)} more than once")
+    return dict(pairs)
 
 
 def _require_module(module: str, what: str, extra: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,15 +14,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import bearer, make_user, sign_in
 from tradeos.accounts.models import Role
 from tradeos.config import Settings
-from tradeos.core.db import Database
+from tradeos.core.db import Database, strip_trailing_zeros
 from tradeos.market import service
-from tradeos.market.models import Instrument
+from tradeos.market.models import CryptoListing, Instrument
 from tradeos.market.providers.base import Bar
+from tradeos.market.schemas import CandleOut, CandlesOut
 from tradeos.market.timeframes import Timeframe
 
 API = "/api/v1"
@@ -202,6 +205,62 @@ async def test_stored_candles_win_and_coarser_ones_are_resampled(
     assert ticker.json()["last"] == "189.5"
 
 
+async def test_stored_candles_are_sent_exactly_as_the_candles_model_writes_them(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, database: Database
+) -> None:
+    """The endpoint sends stored bars as text the database writes: it must be what the
+    CandlesOut model would write for the same bars, awkward values included."""
+    headers = await reader(session, settings)
+    instrument = Instrument(
+        symbol="SATS-USD",
+        name="Satoshis",
+        asset_class="crypto",
+        base="SATS",
+        quote="USD",
+        tick_size=Decimal("0.00000001"),
+        quantity_step=Decimal("1"),
+        provider="csv",
+    )
+    session.add(instrument)
+    await session.commit()
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    prices = ["0.00000001", "100", "0", "12345678901234567890.123456789012345678", "1.10"]
+    bars = [
+        Bar(t0 + timedelta(minutes=n), *(Decimal(p) for p in prices[n:] + prices[:n]))
+        for n in range(len(prices))
+    ]
+    async with database.session() as writing:
+        await service.upsert_candles(writing, instrument.id, Timeframe.M1, bars, "csv")
+    params = {"timeframe": "1m", "end": (t0 + timedelta(hours=1)).isoformat()}
+    sent = await client.get(f"{API}/market/candles/SATS-USD", params=params, headers=headers)
+    assert sent.status_code == 200, sent.text
+    assert sent.headers["content-type"] == "application/json"
+    expected = CandlesOut(
+        symbol="SATS-USD",
+        timeframe="1m",
+        source="stored",
+        candles=[
+            CandleOut(
+                time=bar.open_time,
+                # What reading the bar back gives: the stored value, trailing zeros gone.
+                open=strip_trailing_zeros(bar.open),
+                high=strip_trailing_zeros(bar.high),
+                low=strip_trailing_zeros(bar.low),
+                close=strip_trailing_zeros(bar.close),
+                volume=strip_trailing_zeros(bar.volume),
+                partial=False,
+            )
+            for bar in bars
+        ],
+    )
+    assert sent.json() == json.loads(expected.model_dump_json())
+    assert sent.json()["candles"][0]["open"] == "0.00000001"
+    assert sent.json()["candles"][0]["time"] == "2026-01-05T09:00:00Z"
+    # Cached (the request had an `end`): the second answer is the same.
+    again = await client.get(f"{API}/market/candles/SATS-USD", params=params, headers=headers)
+    assert again.json() == sent.json()
+
+
 async def test_the_ticker_moves_and_has_a_day_of_statistics(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
@@ -294,3 +353,40 @@ async def test_an_admin_syncs_listings_through_a_job(
     assert run["status"] == "succeeded", run
     assert run["name"] == "market.sync_listings"
     assert '"fetched":2' in run["result_summary"]
+
+
+async def test_listing_reads_are_cached_until_a_sync_changes_listings(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    admin = await reader(session, settings, role=Role.ADMIN.value)
+    await wait_for_listings(client, admin)
+    reads = (
+        f"{API}/cryptocurrencies",
+        f"{API}/cryptocurrencies/BTC",
+        f"{API}/cryptocurrencies/top/market_cap",
+    )
+    before = [(await client.get(path, headers=admin)).json() for path in reads]
+    # A change that bypasses the sync (and so its invalidation) is not seen: the reads are
+    # served from the cache.
+    btc = await session.scalar(select(CryptoListing).where(CryptoListing.symbol == "BTC"))
+    assert btc is not None
+    btc.price = Decimal("1")
+    await session.commit()
+    assert [(await client.get(path, headers=admin)).json() for path in reads] == before
+
+    accepted = await client.post(
+        f"{API}/cryptocurrencies/sync", json={"limit": 5, "provider": "sim"}, headers=admin
+    )
+    job_id = accepted.json()["job_id"]
+    async with asyncio.timeout(20):
+        while True:
+            run = (await client.get(f"{API}/admin/jobs/{job_id}", headers=admin)).json()
+            if run["status"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.1)
+    assert run["status"] == "succeeded", run
+    # The sync stored the provider's price again (a change), which invalidated the reads.
+    after = (await client.get(f"{API}/cryptocurrencies/BTC", headers=admin)).json()
+    assert after["price"] != "1"
+    await session.refresh(btc)
+    assert Decimal(after["price"]) == btc.price

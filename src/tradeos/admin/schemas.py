@@ -95,9 +95,11 @@ class ScheduledJobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     name: str
-    schedule: str
+    schedule: str = Field(description="The schedule the job runs on; off when switched off.")
+    declared_schedule: str = Field(description="The schedule the job's code declares.")
+    overridden: bool = Field(description="JOB_SCHEDULES changes the schedule or switches it off.")
     queue: str
-    next_run_at: datetime
+    next_run_at: datetime | None = Field(description="Null when the job is switched off.")
     last_run_at: datetime | None
     last_status: str | None
 

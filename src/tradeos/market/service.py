@@ -8,21 +8,42 @@ every write that changes stored data invalidates its tag.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Select, String, cast, delete, func, or_, select
+from sqlalchemy import Select, String, bindparam, cast, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tradeos.core.db import numeric_order, order_key, to_exact_decimal, utcnow
-from tradeos.core.errors import NotFound
-from tradeos.market import symbols
+from tradeos.core.db import (
+    bulk_insert,
+    decimal_text,
+    numeric_order,
+    order_key,
+    to_exact_decimal,
+    utc_text,
+    utcnow,
+)
+from tradeos.core.errors import NotFound, ServiceUnavailable, TradeOSError
+from tradeos.market import backfill, symbols
 from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
-from tradeos.market.providers.base import Bar, InstrumentSpec, Listing, MarketProvider, Tick
+from tradeos.market.providers.base import (
+    Bar,
+    InstrumentSpec,
+    Listing,
+    MarketProvider,
+    ProviderError,
+    Tick,
+    UnknownSymbol,
+)
+from tradeos.market.providers.registry import primary_of, sourced_candles, sourced_ticker
 from tradeos.market.resample import ResampledBar, resample
 from tradeos.market.timeframes import ORDERED, Timeframe
+
+if TYPE_CHECKING:
+    from tradeos.core.db import Database
 
 MAX_CANDLES: Final = 5000
 DEFAULT_CANDLES: Final = 500
@@ -146,7 +167,8 @@ async def candles(
 ) -> CandleSeries:
     """The last `limit` bars with start <= open time < end, oldest first: stored bars of the
     timeframe; else bars of the finest stored timeframe that tiles it, resampled; else, for
-    instruments of an on-demand provider (sim), bars produced by it."""
+    instruments of the live provider, bars it produces (or its fallback, which `source` then
+    names). A provider that cannot answer is a 503 problem."""
     stored = await _stored(session, instrument.id, timeframe, start, end, limit)
     if stored:
         return CandleSeries(instrument.symbol, timeframe, "stored", _whole(stored))
@@ -159,13 +181,18 @@ async def candles(
         return CandleSeries(instrument.symbol, timeframe, f"resampled:{finer}", bars)
     if provider is not None and provider.name == instrument.provider:
         span_start = max(start, timeframe.floor(end) - timeframe.delta * limit)
-        produced = await provider.candles(instrument.symbol, timeframe, span_start, end)
+        try:
+            source, produced = await sourced_candles(
+                provider, instrument.symbol, timeframe, span_start, end
+            )
+        except ProviderError as exc:
+            raise _provider_problem(provider, instrument, exc) from exc
         now = utcnow()
         bars = [
             ResampledBar(bar, partial=bar.open_time + timeframe.delta > now)
             for bar in produced[-limit:]
         ]
-        return CandleSeries(instrument.symbol, timeframe, provider.name, bars)
+        return CandleSeries(instrument.symbol, timeframe, source, bars)
     return CandleSeries(instrument.symbol, timeframe, "stored", [])
 
 
@@ -182,7 +209,9 @@ async def _stored(
     end: datetime,
     limit: int | None,
 ) -> list[Bar]:
-    query = select(Candle).where(
+    # Columns, not ORM objects: a read of 5,000 bars spent most of its time building and
+    # tracking Candle instances it never changed.
+    query = select(*_BAR_COLUMNS).where(
         Candle.instrument_id == instrument_id,
         Candle.timeframe == timeframe.value,
         Candle.open_time >= start,
@@ -191,14 +220,52 @@ async def _stored(
     if limit is not None:
         # The newest `limit`, then oldest first.
         query = query.order_by(Candle.open_time.desc()).limit(limit)
-        rows = list(reversed((await session.scalars(query)).all()))
+        rows = list((await session.execute(query)).all())
+        rows.reverse()
     else:
-        rows = list((await session.scalars(query.order_by(Candle.open_time))).all())
-    return [_bar(row) for row in rows]
+        rows = list((await session.execute(query.order_by(Candle.open_time))).all())
+    return [Bar(*row) for row in rows]
 
 
-def _bar(row: Candle) -> Bar:
-    return Bar(row.open_time, row.open, row.high, row.low, row.close, row.volume)
+async def stored_candle_texts(
+    session: AsyncSession,
+    instrument_id: int,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[tuple[str, str, str, str, str, str]]:
+    """The last `limit` stored bars with start <= open time < end that have opened, oldest
+    first, as (time, open, high, low, close, volume) in the API's text: what `candles` finds
+    stored, written out by the database itself, for the candles endpoint to send as it is."""
+    query = (
+        select(
+            utc_text(Candle.open_time),
+            *(decimal_text(column) for column in _BAR_COLUMNS[1:]),
+        )
+        .where(
+            Candle.instrument_id == instrument_id,
+            Candle.timeframe == timeframe.value,
+            Candle.open_time >= start,
+            Candle.open_time < end,
+            Candle.open_time <= utcnow(),
+        )
+        .order_by(Candle.open_time.desc())
+        .limit(limit)
+    )
+    rows: list[Any] = list((await session.execute(query)).all())
+    rows.reverse()
+    return rows
+
+
+_BAR_COLUMNS: Final = (
+    Candle.open_time,
+    Candle.open,
+    Candle.high,
+    Candle.low,
+    Candle.close,
+    Candle.volume,
+)
 
 
 async def _finest_stored(
@@ -244,57 +311,86 @@ async def upsert_candles(
     inserted = updated = unchanged = 0
     for offset in range(0, len(bars), WRITE_BATCH):
         batch = {bar.open_time: bar for bar in bars[offset : offset + WRITE_BATCH]}
-        times = sorted(batch)
-        existing = {
-            row.open_time: row
-            for row in await session.scalars(
-                select(Candle).where(
-                    Candle.instrument_id == instrument_id,
-                    Candle.timeframe == timeframe.value,
-                    Candle.open_time >= times[0],
-                    Candle.open_time <= times[-1],
-                )
-            )
-        }
-        new_rows = []
-        for open_time in times:
-            bar = _exact(batch[open_time])
-            row = existing.get(open_time)
-            if row is None:
-                new_rows.append(_candle_values(instrument_id, timeframe, bar, source))
-                inserted += 1
-            elif _bar(row) == bar and row.source == source:
+        stored = await _stored_in(session, instrument_id, timeframe, min(batch), max(batch))
+        new_rows: list[tuple[Any, ...]] = []
+        changes: list[dict[str, Any]] = []
+        for open_time, bar in batch.items():
+            found = stored.get(open_time)
+            if found is None:
+                # Checked and converted once, on the way into the driver's bulk insert.
+                new_rows.append((instrument_id, timeframe.value, open_time, *_prices(bar), source))
+            elif found == (exact := _exact(bar), source):
                 unchanged += 1
             else:
-                row.open, row.high, row.low, row.close = bar.open, bar.high, bar.low, bar.close
-                row.volume, row.source = bar.volume, source
-                updated += 1
-        if new_rows:
-            await session.execute(Candle.__table__.insert(), new_rows)
-        await session.flush()
+                changes.append(_change(instrument_id, timeframe, exact, source))
+        await bulk_insert(session, _CANDLES, _CANDLE_COLUMNS, new_rows)
+        if changes:
+            await session.execute(_UPDATE_CANDLE, changes)
+        inserted, updated = inserted + len(new_rows), updated + len(changes)
     return CandleWrite(inserted, updated, unchanged)
+
+
+_CANDLE_COLUMNS: Final = (
+    "instrument_id",
+    "timeframe",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "source",
+)
+_CANDLES: Final = Candle.metadata.tables[Candle.__tablename__]
+_candles = _CANDLES.c
+_UPDATE_CANDLE: Final = (
+    update(_CANDLES)
+    .where(
+        _candles.instrument_id == bindparam("key_instrument"),
+        _candles.timeframe == bindparam("key_timeframe"),
+        _candles.open_time == bindparam("key_open_time"),
+    )
+    .values(
+        open=bindparam("open"),
+        high=bindparam("high"),
+        low=bindparam("low"),
+        close=bindparam("close"),
+        volume=bindparam("volume"),
+        source=bindparam("source"),
+    )
+)
+
+
+async def _stored_in(
+    session: AsyncSession, instrument_id: int, timeframe: Timeframe, first: datetime, last: datetime
+) -> dict[datetime, tuple[Bar, str]]:
+    """The stored bars (with their source) opening in [first, last]."""
+    rows = await session.execute(
+        select(*_BAR_COLUMNS, Candle.source).where(
+            Candle.instrument_id == instrument_id,
+            Candle.timeframe == timeframe.value,
+            Candle.open_time >= first,
+            Candle.open_time <= last,
+        )
+    )
+    return {row[0]: (Bar(*row[:6]), row[6]) for row in rows}
+
+
+def _prices(bar: Bar) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+    return bar.open, bar.high, bar.low, bar.close, bar.volume
 
 
 def _exact(bar: Bar) -> Bar:
     """The bar as the database will hold it (18 decimal places), so comparing with a stored
     row tells a real change from a rounding."""
-    return Bar(
-        bar.open_time,
-        to_exact_decimal(bar.open),
-        to_exact_decimal(bar.high),
-        to_exact_decimal(bar.low),
-        to_exact_decimal(bar.close),
-        to_exact_decimal(bar.volume),
-    )
+    return Bar(bar.open_time, *map(to_exact_decimal, _prices(bar)))
 
 
-def _candle_values(
-    instrument_id: int, timeframe: Timeframe, bar: Bar, source: str
-) -> dict[str, Any]:
+def _change(instrument_id: int, timeframe: Timeframe, bar: Bar, source: str) -> dict[str, Any]:
     return {
-        "instrument_id": instrument_id,
-        "timeframe": timeframe.value,
-        "open_time": bar.open_time,
+        "key_instrument": instrument_id,
+        "key_timeframe": timeframe.value,
+        "key_open_time": bar.open_time,
         "open": bar.open,
         "high": bar.high,
         "low": bar.low,
@@ -307,30 +403,38 @@ def _candle_values(
 async def candle_gaps(
     session: AsyncSession, instrument_id: int, timeframe: Timeframe, start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime]]:
-    """Stretches of [start, end) with no stored bar: what a back-fill must fetch."""
-    times = list(
-        await session.scalars(
-            select(Candle.open_time)
-            .where(
-                Candle.instrument_id == instrument_id,
-                Candle.timeframe == timeframe.value,
-                Candle.open_time >= start,
-                Candle.open_time < end,
-            )
-            .order_by(Candle.open_time)
-        )
+    """The stretches of whole bars with start <= open time < end that are not stored, oldest
+    first: each [first missing open time, the next stored one, or the first boundary at or
+    after `end`). What a back-fill must fetch."""
+    first, stop = backfill.ceil_time(start, timeframe), backfill.ceil_time(end, timeframe)
+    if first >= stop:
+        return []
+    in_window = (
+        Candle.instrument_id == instrument_id,
+        Candle.timeframe == timeframe.value,
+        Candle.open_time >= first,
+        Candle.open_time < stop,
+    )
+    # Stored bars open on boundaries (every writer checks), so a full count means no gap,
+    # found without reading the times: the sync asks this every minute, and a month of
+    # minute bars is 43,200 of them.
+    stored = await session.scalar(select(func.count()).select_from(Candle).where(*in_window))
+    if stored == (stop - first) // timeframe.delta:
+        return []
+    times = await session.scalars(
+        select(Candle.open_time).where(*in_window).order_by(Candle.open_time)
     )
     gaps = []
-    expected = timeframe.floor(start)
-    if expected < start:
-        expected += timeframe.delta
-    for open_time in [*times, None]:
-        stop = end if open_time is None else open_time
-        if stop > expected:
-            gaps.append((expected, stop))
-        if open_time is not None:
-            expected = open_time + timeframe.delta
-    return [(a, b) for a, b in gaps if a < b]
+    expected = first  # the next open time a bar should have
+    for open_time in times:
+        if timeframe.floor(open_time) != open_time:
+            continue  # off the boundaries: it fills no bar's place
+        if open_time > expected:
+            gaps.append((expected, open_time))
+        expected = open_time + timeframe.delta
+    if stop > expected:
+        gaps.append((expected, stop))
+    return gaps
 
 
 # -- tickers ----------------------------------------------------------------------------------
@@ -343,6 +447,7 @@ class TickerStats:
     high_24h: Decimal | None
     low_24h: Decimal | None
     volume_24h: Decimal | None
+    source: str | None = None  # who gave the tick: a provider, or the instrument's stored bars
 
     @property
     def change_24h(self) -> Decimal | None:
@@ -372,11 +477,17 @@ def day_stats(tick: Tick, hourly: Sequence[Bar]) -> TickerStats:
 async def ticker(
     session: AsyncSession, provider: MarketProvider | None, instrument: Instrument
 ) -> TickerStats:
-    """The instrument's last price (its provider's live tick, or the close of its newest stored
-    bar) with the last 24 hours' statistics from hourly bars."""
+    """The instrument's last price (its provider's live tick, or its fallback's, or the close
+    of its newest stored bar) with the last 24 hours' statistics from hourly bars. `source`
+    names the provider that gave the tick; for a stored close, the instrument's provider. A
+    provider that cannot answer is a 503 problem."""
     now = utcnow()
+    source = instrument.provider
     if provider is not None and provider.name == instrument.provider:
-        tick = await provider.ticker(instrument.symbol)
+        try:
+            source, tick = await sourced_ticker(provider, instrument.symbol)
+        except ProviderError as exc:
+            raise _provider_problem(provider, instrument, exc) from exc
     else:
         latest = await session.scalar(
             select(Candle)
@@ -391,7 +502,21 @@ async def ticker(
     series = await candles(
         session, provider, instrument, Timeframe.H1, day_start, now + Timeframe.H1.delta, 24
     )
-    return day_stats(tick, [item.bar for item in series.bars])
+    return replace(day_stats(tick, [item.bar for item in series.bars]), source=source)
+
+
+def _provider_problem(
+    provider: MarketProvider, instrument: Instrument, error: ProviderError
+) -> TradeOSError:
+    """A provider's failure as the client sees it: its message is short and names no secret
+    (providers mask keys), the traceback stays in the log."""
+    reason = str(error)[:200] or type(error).__name__
+    if isinstance(error, UnknownSymbol):
+        return NotFound(f"{provider.name} no longer lists {instrument.symbol}: {reason}")
+    return ServiceUnavailable(
+        f"Market data for {instrument.symbol} is unavailable right now: {reason}. "
+        "Try again shortly."
+    )
 
 
 # -- listings ---------------------------------------------------------------------------------
@@ -632,3 +757,132 @@ async def find_or_create_instrument(
     session.add(instrument)
     await session.flush()
     return instrument
+
+
+# -- candle sync ------------------------------------------------------------------------------
+
+# Bars per provider request when the provider states no cap of its own. An exchange provider's
+# `page_limit` is the exchange's cap, so there one planned request is one HTTP request.
+SYNC_CHUNK_BARS: Final = 1000
+# The newest closed bars each sync asks for again, stored or not: an exchange may still correct
+# a bar for a moment after it closed. Older stored bars are taken as final.
+RECHECKED_BARS: Final = 2
+
+
+@dataclass(frozen=True)
+class CandleSync:
+    """What syncing one instrument's bars of one timeframe did."""
+
+    symbol: str
+    timeframe: Timeframe
+    gaps: int = 0  # stretches of missing bars to fill (less those known to be holes)
+    requests: int = 0  # provider requests made
+    fetched: int = 0  # closed bars the provider sent
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    # Stretches the provider showed it has no bars for (see backfill.confirmed_holes).
+    holes: tuple[backfill.Stretch, ...] = ()
+    error: str | None = None  # the provider failure that ended this sync early
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.inserted or self.updated)
+
+
+async def tracked_instruments(
+    session: AsyncSession, provider_name: str, wanted: Sequence[str]
+) -> dict[str, Instrument]:
+    """The instruments of the provider named `provider_name` that the symbols in `wanted`
+    name (in any accepted spelling), by the symbol as written in `wanted`."""
+    candidates = sorted({spelling for text in wanted for spelling in _spellings(text)})
+    rows = await session.scalars(
+        select(Instrument).where(
+            Instrument.provider == provider_name, Instrument.symbol.in_(candidates)
+        )
+    )
+    by_symbol = {row.symbol: row for row in rows}
+    found = {}
+    for text in wanted:
+        symbol = symbols.resolve(text, by_symbol)
+        if symbol is not None:
+            found[text] = by_symbol[symbol]
+    return found
+
+
+def _spellings(text: str) -> list[str]:
+    """The canonical symbols `text` may name: itself, or BTCUSDT split at each point."""
+    symbol = symbols.normalize(text)
+    if "-" in symbol:
+        return [symbol]
+    return [symbol, *(f"{symbol[:i]}-{symbol[i:]}" for i in range(1, len(symbol)))]
+
+
+async def sync_candles(
+    database: Database,
+    provider: MarketProvider,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    *,
+    now: datetime,
+    days: int,
+    known_holes: Sequence[tuple[datetime, datetime]] = (),
+) -> CandleSync:
+    """Fill the instrument's stored bars of `timeframe` from `days` before `now` up to the last
+    closed bar. The gaps found, and the newest RECHECKED_BARS bars, are fetched request by
+    request (`backfill`), each answer stored in a unit of work of its own: a long back-fill
+    never holds the database, and one stopped half-way goes on where it stopped on the next
+    run. Stretches in `known_holes` are not asked for. A provider failure ends this sync
+    early: what was stored stays, and the failure is in the result.
+
+    Bars come from the instrument's own provider only, never its fallback: a stand-in's bars,
+    once stored, would pass for the instrument's history for good."""
+    provider = primary_of(provider)
+    window = backfill.sync_window(timeframe, now, days)
+    async with database.session(write=False) as session:
+        gaps = await candle_gaps(session, instrument.id, timeframe, *window)
+    wanted = backfill.wanted_bars(gaps, timeframe, now, skip=known_holes)
+    recent = backfill.recent_bars(window, timeframe, RECHECKED_BARS)
+    requests = backfill.plan_fetches([*wanted, recent], timeframe, _bars_per_request(provider))
+    done = CandleSync(instrument.symbol, timeframe, gaps=len(wanted))
+    received: list[datetime] = []
+    for request in requests:
+        try:
+            bars = await provider.candles(instrument.symbol, timeframe, *request)
+        except ProviderError as exc:
+            return replace(done, error=str(exc)[:300] or type(exc).__name__)
+        # Only what was asked for, so never the open bar, whatever a provider sends.
+        closed = [bar for bar in bars if request.start <= bar.open_time < request.end]
+        write = await _store(database, instrument.id, timeframe, closed, provider.name)
+        received.extend(bar.open_time for bar in closed)
+        done = replace(
+            done,
+            requests=done.requests + 1,
+            fetched=done.fetched + len(closed),
+            inserted=done.inserted + write.inserted,
+            updated=done.updated + write.updated,
+            unchanged=done.unchanged + write.unchanged,
+        )
+    return replace(done, holes=tuple(backfill.confirmed_holes(wanted, received, timeframe)))
+
+
+def _bars_per_request(provider: MarketProvider) -> int:
+    cap = getattr(provider, "page_limit", None)
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        return cap
+    return SYNC_CHUNK_BARS
+
+
+async def _store(
+    database: Database, instrument_id: int, timeframe: Timeframe, bars: list[Bar], source: str
+) -> CandleWrite:
+    if not bars:
+        return CandleWrite()
+    try:
+        async with database.session() as session:
+            return await upsert_candles(session, instrument_id, timeframe, bars, source)
+    except IntegrityError:
+        # Another sync stored some of these bars between our read and our insert (two runs
+        # for one instrument at once): written again, they are found and compared.
+        async with database.session() as session:
+            return await upsert_candles(session, instrument_id, timeframe, bars, source)

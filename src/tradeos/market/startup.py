@@ -35,15 +35,18 @@ def make(settings: Settings, registry: CollectorRegistry | None) -> MarketData:
 
 async def prepare(database: Database, market: MarketData, jobs: JobQueue) -> None:
     """The provider's instruments are known, and a first listings sync is queued if there are
-    no listings yet. A database that cannot be reached is logged, not fatal: the probes say
-    it is down, and the next start tries again."""
+    no listings yet; the market jobs this process runs use these providers too. A database
+    that cannot be reached is logged, not fatal: the probes say it is down, and the next start
+    tries again."""
+    market_jobs.share(jobs, market)
     try:
         specs = await market.provider.instruments()
         async with database.session() as session:
             changed = await service.upsert_instruments(session, specs, market.provider.name)
             listed = await session.scalar(select(func.count()).select_from(CryptoListing))
             if not listed:
-                await jobs.enqueue(session, market_jobs.sync_listings, {"limit": 50})
+                top = jobs.settings.listings_sync_top
+                await jobs.enqueue(session, market_jobs.sync_listings, {"limit": top})
     except Exception as exc:
         logger.warning("market_setup_postponed", error=repr(exc))
         return

@@ -9,6 +9,9 @@ A job is an `async def` taking a `JobContext` and JSON keyword arguments; what i
 is kept as the run's result summary. Declared once, it runs wherever jobs run: in `serve`
 (embedded) or in `tradeos worker` processes. Jobs are delivered at least once: a job that must
 not apply twice checks whether its work is already done.
+
+A declared schedule is a default: operators change it, or switch it off, in the JOB_SCHEDULES
+setting, written as `parse_schedule` reads it (`every 10m`, `0 4 * * *`, `off`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 if TYPE_CHECKING:
     from tradeos.core.jobs.context import JobContext
@@ -32,7 +35,9 @@ __all__ = [
     "JobDefinition",
     "Priority",
     "Schedule",
+    "describe_schedule",
     "job",
+    "parse_schedule",
 ]
 
 _NAME: Final = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -108,6 +113,65 @@ class Cron:
 
     def describe(self) -> str:
         return f"cron {self.expression}"
+
+
+# What JOB_SCHEDULES accepts, for messages.
+SCHEDULE_SYNTAX: Final = (
+    "every <n><s|m|h|d> (e.g. every 10m), a five-field cron expression in UTC "
+    "(e.g. 0 4 * * *), or off"
+)
+OFF: Final = "off"
+_EVERY_TEXT: Final = re.compile(r"every (\d{1,9}) ?([smhd])")
+_EVERY_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Rarer than yearly is a calendar matter, better said in cron; the cap also keeps every fire
+# time within what `datetime` can hold.
+MAX_EVERY_PERIOD: Final = timedelta(days=366)
+_CRON_FIELDS: Final = 5
+
+
+def parse_schedule(text: str) -> Schedule | None:
+    """A schedule as operators write it in settings: `every 10m` is `Every(minutes=10)`, five
+    cron fields are a `Cron` (UTC), and `off` is None: the job never fires."""
+    words = text.split()
+    spoken = " ".join(words).lower()
+    if spoken == OFF:
+        return None
+    every = _EVERY_TEXT.fullmatch(spoken)
+    if every:
+        return _every(int(every[1]), every[2], text)
+    if len(words) == _CRON_FIELDS:
+        return _cron(" ".join(words), text)
+    raise ValueError(f"{text!r} is not a schedule: use {SCHEDULE_SYNTAX}")
+
+
+def _every(count: int, unit: str, text: str) -> Every:
+    if count == 0:
+        raise ValueError(f"{text!r} never comes round: the period must be at least 1{unit}")
+    schedule = Every(**{_EVERY_UNITS[unit]: count})
+    if timedelta(seconds=schedule.period) > MAX_EVERY_PERIOD:
+        raise ValueError(
+            f"{text!r} is longer than {MAX_EVERY_PERIOD.days} days: use a cron expression"
+        )
+    return schedule
+
+
+def _cron(expression: str, text: str) -> Cron:
+    if not croniter.is_valid(expression):
+        raise ValueError(
+            f"{text!r} is not a valid cron expression (minute hour day month weekday, UTC)"
+        )
+    schedule = Cron(expression)
+    try:
+        # A date no month has (0 0 31 2 *) is valid cron, but would stop the scheduler cold.
+        schedule.next_after(_EPOCH)
+    except CroniterBadDateError:
+        raise ValueError(f"{text!r} names a date that never comes: it would never fire") from None
+    return schedule
+
+
+def describe_schedule(schedule: Schedule | None) -> str:
+    """How a schedule reads in the admin overview; `off` for a switched-off job."""
+    return OFF if schedule is None else schedule.describe()
 
 
 JobFunction = Callable[..., Awaitable[Any]]

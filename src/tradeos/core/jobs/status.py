@@ -114,7 +114,7 @@ async def queue_status(session: AsyncSession, jobs: JobQueue) -> QueueStatus:
     return QueueStatus(
         backend=jobs.backend,
         queues=queues,
-        scheduled=await schedule_overview(session, now),
+        scheduled=await schedule_overview(session, now, jobs.settings.job_schedules),
         workers=await _workers(session, now),
         broker=await _broker_depths(jobs),
     )
