@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -27,6 +27,7 @@ from tradeos.market import jobs as market_jobs
 from tradeos.market import service
 from tradeos.market.providers.base import AssetClass
 from tradeos.market.providers.registry import MarketData
+from tradeos.market.resample import ResampledBar
 from tradeos.market.schemas import (
     CandlesOut,
     CryptocurrencyOut,
@@ -146,32 +147,42 @@ async def get_candles(
 
 
 def _candles_json(series: service.CandleSeries) -> dict[str, Any]:
-    return {
-        "symbol": series.symbol,
-        "timeframe": series.timeframe.value,
-        "source": series.source,
-        "candles": [
-            {
-                "time": _utc_text(item.bar.open_time),
-                "open": decimal_text(item.bar.open),
-                "high": decimal_text(item.bar.high),
-                "low": decimal_text(item.bar.low),
-                "close": decimal_text(item.bar.close),
-                "volume": decimal_text(item.bar.volume),
-                "partial": item.partial,
-            }
-            for item in series.bars
-        ],
-    }
+    """Bars produced or resampled in Python, written as the database writes stored ones."""
+    return _candles_body(
+        series.symbol, series.timeframe, series.source, (_bar_text(item) for item in series.bars)
+    )
+
+
+def _bar_text(item: ResampledBar) -> tuple[str, str, str, str, str, str, bool]:
+    bar = item.bar
+    return (
+        _utc_text(bar.open_time),
+        decimal_text(bar.open),
+        decimal_text(bar.high),
+        decimal_text(bar.low),
+        decimal_text(bar.close),
+        decimal_text(bar.volume),
+        item.partial,
+    )
 
 
 def _stored_candles_json(
     symbol: str, timeframe: Timeframe, rows: list[tuple[str, str, str, str, str, str]]
 ) -> dict[str, Any]:
+    return _candles_body(symbol, timeframe, "stored", ((*row, False) for row in rows))
+
+
+def _candles_body(
+    symbol: str,
+    timeframe: Timeframe,
+    source: str,
+    bars: Iterable[tuple[str, str, str, str, str, str, bool]],
+) -> dict[str, Any]:
+    """The CandlesOut shape, from bars already in the API's text."""
     return {
         "symbol": symbol,
         "timeframe": timeframe.value,
-        "source": "stored",
+        "source": source,
         "candles": [
             {
                 "time": time,
@@ -180,9 +191,9 @@ def _stored_candles_json(
                 "low": low,
                 "close": close,
                 "volume": volume,
-                "partial": False,
+                "partial": partial,
             }
-            for time, open_, high, low, close, volume in rows
+            for time, open_, high, low, close, volume, partial in bars
         ],
     }
 
