@@ -20,40 +20,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from tests.core import sample_jobs
+from tests.core.test_jobs import close_queue, make_queue
 from tests.factories import bearer, make_user, sign_in
 from tradeos.accounts.models import Role
 from tradeos.app import create_app
 from tradeos.cli import app as cli_app
 from tradeos.config import Settings, get_settings
-from tradeos.core.cache import make_cache
 from tradeos.core.db import Database
-from tradeos.core.events import make_event_bus
-from tradeos.core.jobs import Cron, Every, JobQueue, JobRun, Scheduler
+from tradeos.core.jobs import Cron, Every, JobRun, Scheduler
 from tradeos.core.jobs.definitions import parse_schedule
 from tradeos.core.jobs.scheduler import check_job_schedules, effective_schedules, scheduled_jobs
 from tradeos.core.logging import configure_logging
-from tradeos.core.storage import make_storage
-from tradeos.core.transactions import flush_after_commit
 
 API = "/api/v1"
 MOMENT = datetime(2026, 11, 21, 10, 7, 30, tzinfo=UTC)
-
-
-def make_queue(settings: Settings, database: Database) -> JobQueue:
-    return JobQueue(
-        settings,
-        database=database,
-        events=make_event_bus(settings),
-        cache=make_cache(settings),
-        storage=make_storage(settings),
-    )
-
-
-async def close_queue(queue: JobQueue) -> None:
-    await flush_after_commit()
-    await queue.aclose()
-    await queue.events.aclose()
-    await queue.cache.aclose()
 
 
 # -- the settings' language -------------------------------------------------------------------
