@@ -7,9 +7,11 @@
 Ingest (rows/s), on fresh tables each run, the same rows for every variant:
 
 - tradeos parse+write: the `tradeos import candles` path without its progress bar: a generated
-  CSV of 1m bars through `csv_candles.parse_candles` (with a `CsvSummary`), `bar_batches` and
-  `service.import_candles`
-- tradeos write-only: the same bars parsed beforehand, through `service.import_candles`
+  CSV of 1m bars through `importer.import_candle_file` (a parser thread reads it in columns
+  with `csv_frames.parse_candle_frames`, the event loop writes with
+  `service.upsert_candle_records`)
+- tradeos write-only: the same bars parsed beforehand, through `service.upsert_candles` (the
+  candle sync's path), a unit of work per batch as the import has
 - raw: the same rows, already formatted as the database stores them, into an identical fresh
   table (same columns, primary key and foreign key) with the driver's bulk insert: sqlite3
   `executemany` (same pragmas) or asyncpg `copy_records_to_table`, one transaction
@@ -349,11 +351,23 @@ def _read_bars(csv_path: Path) -> Iterator[Any]:
                 yield row
 
 
+async def _upsert_batches(database: Any, instrument_id: int, batches: list[Any]) -> Any:
+    from tradeos.market import service as market
+    from tradeos.market.timeframes import Timeframe
+
+    written = market.CandleWrite()
+    for batch in batches:
+        async with database.session() as session:
+            stored = await market.upsert_candles(session, instrument_id, Timeframe.M1, batch, "csv")
+        written = written.plus(stored)
+    return written
+
+
 async def ingest(
     backend: Backend, database: Any, instrument_id: int, csv_path: Path, rounds: int
 ) -> dict[str, list[float]]:
     """Seconds per variant and round; the TradeOS table holds the file's bars afterwards."""
-    from tradeos.market import csv_candles
+    from tradeos.market import csv_candles, importer
     from tradeos.market import service as market
     from tradeos.market.timeframes import Timeframe
 
@@ -366,15 +380,16 @@ async def ingest(
 
     async def write_only() -> float:
         started = time.perf_counter()
-        written = await market.import_candles(database, instrument_id, Timeframe.M1, batches)
+        written = await _upsert_batches(database, instrument_id, batches)
         assert written.inserted == len(bars), written
         return time.perf_counter() - started
 
     async def parse_and_write() -> float:
         started = time.perf_counter()
-        stream = csv_candles.bar_batches(_read_bars(csv_path), size=market.WRITE_BATCH)
-        written = await market.import_candles(database, instrument_id, Timeframe.M1, stream)
-        assert written.inserted == len(bars), written
+        written, summary = await importer.import_candle_file(
+            database, csv_path, instrument_id, Timeframe.M1
+        )
+        assert written.inserted == len(bars) == summary.bars, (written, summary)
         return time.perf_counter() - started
 
     for _ in range(rounds):
@@ -575,14 +590,13 @@ async def profile(backend: Backend, database: Any, instrument_id: int, csv_path:
     from tradeos.config import Settings
     from tradeos.market import csv_candles
     from tradeos.market import service as market
-    from tradeos.market.timeframes import Timeframe
 
     bars = list(_read_bars(csv_path))
     batches = list(csv_candles.bar_batches(bars, size=market.WRITE_BATCH))
     await backend.empty("candles")
     profiler = cProfile.Profile()
     profiler.enable()
-    await market.import_candles(database, instrument_id, Timeframe.M1, batches)
+    await _upsert_batches(database, instrument_id, batches)
     profiler.disable()
     print(f"\n== cProfile: tradeos write-only ingest of {len(bars)} bars ({backend.name})")
     print(_top(profiler))

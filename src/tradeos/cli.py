@@ -330,19 +330,6 @@ import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
 
-class _CountingReader:
-    """A text file that counts the bytes read, for the progress bar."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.read_bytes = 0
-
-    def __iter__(self) -> Iterator[str]:
-        for line in self.handle:
-            self.read_bytes += len(line.encode("utf-8", "surrogatepass"))
-            yield line
-
-
 @import_app.command("candles")
 def import_candles(
     file: Annotated[
@@ -362,7 +349,7 @@ def import_candles(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tradeos.core.cache import make_cache
-    from tradeos.market import csv_candles
+    from tradeos.market import csv_candles, importer
     from tradeos.market import service as market
     from tradeos.market.providers.base import AssetClass
     from tradeos.market.providers.registry import make_market_provider
@@ -375,8 +362,8 @@ def import_candles(
     if asset_class not in {a.value for a in AssetClass}:
         _fail(f"--asset-class must be one of: {', '.join(a.value for a in AssetClass)}")
     settings = load_settings()
-    summary = csv_candles.CsvSummary()
-    total_bytes = file.stat().st_size
+    # Progress counts characters: the bytes of an ASCII file, near enough for any other.
+    total_chars = file.stat().st_size
 
     async def run() -> Any:
         from tradeos.core.errors import NotFound
@@ -395,27 +382,22 @@ def import_candles(
                     instrument_id, name = instrument.id, instrument.symbol
             except (NotFound, ValueError) as error:
                 _fail(f"{error} Add --create to import it as a new instrument.")
-            with (
-                file.open(encoding="utf-8-sig", newline="") as handle,
-                Progress(
-                    TextColumn(f"importing {name} {frame}"),
-                    BarColumn(),
-                    TextColumn("{task.percentage:>3.0f}%"),
-                    TimeRemainingColumn(),
-                    console=console,
-                ) as progress,
-            ):
-                reader = _CountingReader(handle)
-                task = progress.add_task("import", total=total_bytes or 1)
-                rows = csv_candles.parse_candles(reader, frame, summary=summary)
-                bars = (row for row in rows if not isinstance(row, csv_candles.Rejected))
-                written = await market.import_candles(
+            with Progress(
+                TextColumn(f"importing {name} {frame}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("import", total=total_chars or 1)
+                written, summary = await importer.import_candle_file(
                     database,
+                    file,
                     instrument_id,
                     frame,
-                    csv_candles.bar_batches(bars, size=market.WRITE_BATCH),
-                    on_batch=lambda _: progress.update(task, completed=reader.read_bytes),
+                    on_progress=lambda read: progress.update(task, completed=read),
                 )
+                progress.update(task, completed=total_chars or 1)
             if written.inserted or written.updated:
                 # Cached reads of this instrument's candles are stale now (shared with the API
                 # processes when the cache is Redis; in-process caches expire by themselves).
@@ -424,16 +406,18 @@ def import_candles(
                     await cache.invalidate_tag(market.candles_tag(name))
                 finally:
                     await cache.aclose()
-            return written
+            return written, summary
         finally:
             await database.dispose()
 
     with _database_errors(settings):
         _prepare_database(settings)
         try:
-            written = asyncio.run(run())
+            written, summary = asyncio.run(run())
         except csv_candles.CsvLayoutError as error:
             _fail(f"Cannot read {file.name}: {error}")
+        except importer.ImportFailed as error:
+            _fail(f"Cannot import {file.name}: {error}")
     for line in summary.describe():
         typer.echo(line)
     typer.echo(

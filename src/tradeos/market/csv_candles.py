@@ -52,7 +52,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from itertools import chain, islice
-from typing import Final, TextIO, TypeAlias
+from typing import Any, Final, TextIO, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from tradeos.market.providers.base import Bar
 from tradeos.market.timeframes import Timeframe
@@ -60,13 +63,16 @@ from tradeos.market.timeframes import Timeframe
 __all__ = [
     "Bar",
     "CsvLayoutError",
+    "CsvRows",
     "CsvSummary",
     "Layout",
     "ParsedRow",
     "RejectReason",
     "Rejected",
+    "RowParser",
     "bar_batches",
     "detect_layout",
+    "open_csv",
     "parse_candles",
     "parse_time",
     "sniff_delimiter",
@@ -84,11 +90,14 @@ class RejectReason(StrEnum):
     INCONSISTENT = "high/low inconsistent with open/close"
     OFF_BOUNDARY = "open time not on the timeframe's boundary"
     FIELD_COUNT = "wrong number of fields"
+    # More than 18 decimal places or 20 integer digits: the database could not hold it exactly.
+    OUT_OF_RANGE = "price or volume out of the stored range"
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A data row that is not a bar. `line_number` is the file's line (1 = the first line)."""
+    """A data row that is not a bar. `line_number` is the file's line (1 = the first line; 0
+    when not known: a bar refused after parsing, which `detail` names by its open time)."""
 
     line_number: int
     reason: RejectReason
@@ -96,7 +105,8 @@ class Rejected:
 
     def __str__(self) -> str:
         tail = f": {self.detail}" if self.detail else ""
-        return f"line {self.line_number}: {self.reason}{tail}"
+        where = f"line {self.line_number}: " if self.line_number else ""  # 0: not known
+        return f"{where}{self.reason}{tail}"
 
 
 ParsedRow: TypeAlias = Bar | Rejected
@@ -388,7 +398,8 @@ def _on_boundary(moment: datetime, seconds: int) -> bool:
 
 
 _ZERO: Final = Decimal(0)
-_Parse = Callable[[list[str], int], "ParsedRow | None"]
+# Reads one data row (its fields, its line number): a bar, a rejection, or None for an empty row.
+RowParser = Callable[[list[str], int], "ParsedRow | None"]
 
 
 def _comma_decimal(text: str) -> Decimal:
@@ -397,7 +408,7 @@ def _comma_decimal(text: str) -> Decimal:
     return Decimal(text)
 
 
-def _row_parser(layout: Layout, timeframe: Timeframe, decimal_comma: bool) -> _Parse:
+def _row_parser(layout: Layout, timeframe: Timeframe, decimal_comma: bool) -> RowParser:
     """A function reading one row of `layout` (None for an empty row, skipped silently)."""
     number: Callable[[str], Decimal] = _comma_decimal if decimal_comma else Decimal
     width = layout.width
@@ -481,6 +492,42 @@ def _row_parser(layout: Layout, timeframe: Timeframe, decimal_comma: bool) -> _P
     return parse
 
 
+@dataclass
+class CsvRows:
+    """An opened CSV text: its layout and delimiter, and its data rows still to read.
+    `first` is the first data row when the file has no header (already read to find that out),
+    at line `first_line`; `reader.line_num` is the line of the row last read."""
+
+    reader: Any  # a csv.reader over `lines`
+    lines: Iterator[str]  # the lines not yet read (the reader reads them one row at a time)
+    layout: Layout
+    delimiter: str
+    first: list[str] | None
+    first_line: int
+
+    def row_parser(self, timeframe: Timeframe) -> RowParser:
+        """The function reading one data row of this file into a bar (see `_row_parser`)."""
+        return _row_parser(self.layout, timeframe, decimal_comma=self.delimiter != ",")
+
+
+def open_csv(lines: Iterable[str] | TextIO, delimiter: str | None = None) -> CsvRows:
+    """Find the delimiter (unless given) on the first lines and the layout on the first
+    non-empty row (`CsvLayoutError` if unreadable)."""
+    source = iter(lines)
+    sample = list(islice(source, _SAMPLE_LINES))
+    delimiter = delimiter or sniff_delimiter(sample)
+    rest = chain(sample, source)
+    reader = csv.reader(rest, delimiter=delimiter)
+    for first in reader:
+        if any(f.strip() for f in first):
+            break
+    else:
+        raise CsvLayoutError("the file has no rows")
+    layout = detect_layout(first)
+    data = None if layout.has_header else [first[0].replace("\ufeff", ""), *first[1:]]
+    return CsvRows(reader, rest, layout, delimiter, data, reader.line_num)
+
+
 def parse_candles(
     lines: Iterable[str] | TextIO,
     timeframe: Timeframe,
@@ -494,24 +541,14 @@ def parse_candles(
     unless given. `summary`, if given, counts every row yielded (and records layout and
     delimiter). Open files with `newline=""` (and `encoding="utf-8-sig"`, though a byte-order
     mark is ignored anyway)."""
-    source = iter(lines)
-    sample = list(islice(source, _SAMPLE_LINES))
-    delimiter = delimiter or sniff_delimiter(sample)
-    reader = csv.reader(chain(sample, source), delimiter=delimiter)
-    for first in reader:
-        if any(f.strip() for f in first):
-            break
-    else:
-        raise CsvLayoutError("the file has no rows")
-    first_line = reader.line_num
-    layout = detect_layout(first)
+    opened = open_csv(lines, delimiter)
     if summary is not None:
-        summary.layout, summary.delimiter = layout, delimiter
-    parse = _row_parser(layout, timeframe, decimal_comma=delimiter != ",")
+        summary.layout, summary.delimiter = opened.layout, opened.delimiter
+    parse = opened.row_parser(timeframe)
     add = summary.add if summary is not None else None
-    if not layout.has_header:
-        first = [first[0].replace("\ufeff", ""), *first[1:]]
-        parsed = parse(first, first_line)
+    reader = opened.reader
+    if opened.first is not None:
+        parsed = parse(opened.first, opened.first_line)
         if parsed is not None:
             if add is not None:
                 add(parsed)
@@ -599,6 +636,41 @@ class CsvSummary:
             self.duplicates += 1
         else:
             chunk[bit >> 3] |= mask
+
+    def add_bars(self, open_micros: npt.NDArray[np.int64]) -> None:
+        """`add` for many bars at once, given their open times in microseconds since the epoch
+        (what the columnar reader has): the same counts, first and last time, duplicates."""
+        if not len(open_micros):
+            return
+        self.rows_read += len(open_micros)
+        self.bars += len(open_micros)
+        first = _EPOCH + timedelta(microseconds=int(open_micros.min()))
+        last = _EPOCH + timedelta(microseconds=int(open_micros.max()))
+        if self.first_time is None or first < self.first_time:
+            self.first_time = first
+        if self.last_time is None or last > self.last_time:
+            self.last_time = last
+        minutes, counts = np.unique(open_micros // 60_000_000, return_counts=True)
+        seen_before = np.zeros(len(minutes), dtype=bool)
+        chunks = minutes >> _CHUNK_BITS
+        for key in np.unique(chunks).tolist():
+            chunk = self._seen.get(key)
+            if chunk is None:
+                chunk = self._seen[key] = bytearray(1 << (_CHUNK_BITS - 3))
+            bitmap = np.frombuffer(chunk, dtype=np.uint8)  # a view: writes go to the chunk
+            here = chunks == key
+            bits = minutes[here] & ((1 << _CHUNK_BITS) - 1)
+            masks = (1 << (bits & 7)).astype(np.uint8)
+            seen_before[here] = (bitmap[bits >> 3] & masks) != 0
+            np.bitwise_or.at(bitmap, bits >> 3, masks)
+        # Every bar of a minute seen before is a duplicate; of one new minute, all but one.
+        self.duplicates += int(counts[seen_before].sum() + (counts[~seen_before] - 1).sum())
+
+    def refuse(self, rejected: Rejected) -> None:
+        """Count a bar added earlier as rejected after all (the database cannot hold it)."""
+        self.bars -= 1
+        self.rows_read -= 1
+        self.add(rejected)
 
     def describe(self) -> list[str]:
         """The summary as lines of text, for the importer to print."""

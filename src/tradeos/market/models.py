@@ -47,6 +47,21 @@ class Candle(Base):
     source: Mapped[str] = mapped_column(String(30))
 
 
+# A candle row's columns in the order the bulk writes (service, importer) give their values.
+CANDLE_COLUMNS = (
+    "instrument_id",
+    "timeframe",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "source",
+)
+CANDLES = Candle.__table__
+
+
 class CryptoListing(Base):
     __tablename__ = "crypto_listings"
     id: Mapped[IdPK]

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.core.db import (
     bulk_insert,
+    bulk_row_converter,
     decimal_text,
     numeric_order,
     order_key,
@@ -28,7 +29,14 @@ from tradeos.core.db import (
 )
 from tradeos.core.errors import NotFound, ServiceUnavailable, TradeOSError
 from tradeos.market import backfill, symbols
-from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
+from tradeos.market.models import (
+    CANDLE_COLUMNS,
+    CANDLES,
+    Candle,
+    CryptoListing,
+    Instrument,
+    PriceSnapshot,
+)
 from tradeos.market.providers.base import (
     Bar,
     InstrumentSpec,
@@ -44,6 +52,7 @@ from tradeos.market.timeframes import ORDERED, Timeframe
 
 if TYPE_CHECKING:
     from tradeos.core.db import Database
+    from tradeos.market.importer import CandleRecords
 
 MAX_CANDLES: Final = 5000
 DEFAULT_CANDLES: Final = 500
@@ -298,6 +307,13 @@ class CandleWrite:
     updated: int = 0
     unchanged: int = 0
 
+    def plus(self, other: CandleWrite) -> CandleWrite:
+        return CandleWrite(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
 
 async def upsert_candles(
     session: AsyncSession,
@@ -330,18 +346,46 @@ async def upsert_candles(
     return CandleWrite(inserted, updated, unchanged)
 
 
-_CANDLE_COLUMNS: Final = (
-    "instrument_id",
-    "timeframe",
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "source",
-)
-_CANDLES: Final = Candle.metadata.tables[Candle.__tablename__]
+async def upsert_candle_records(
+    session: AsyncSession,
+    instrument_id: int,
+    timeframe: Timeframe,
+    batch: CandleRecords,
+    source: str,
+) -> CandleWrite:
+    """`upsert_candles` for bars already checked and converted for the bulk insert (a parsing
+    process did it, see `importer`): new ones inserted as they are, changed ones updated,
+    identical ones left alone."""
+    stored = await _stored_in(session, instrument_id, timeframe, batch.first, batch.last)
+    if not stored:  # a fresh stretch, the common case of an import
+        await bulk_insert(session, _CANDLES, _CANDLE_COLUMNS, batch.records, converted=True)
+        return CandleWrite(inserted=len(batch.records))
+    # Converted records hold the open time as the driver takes it: key the stored bars alike.
+    connection = await session.connection()
+    time_key = bulk_row_converter(_CANDLES, ("open_time",), connection.dialect)
+    by_key = {time_key((moment,))[0]: found for moment, found in stored.items()}
+    new_rows: list[tuple[Any, ...]] = []
+    changes: list[dict[str, Any]] = []
+    unchanged = 0
+    for record in batch.records:
+        found = by_key.get(record[2])
+        if found is None:
+            new_rows.append(record)
+            continue
+        stored_bar = found[0]
+        bar = Bar(stored_bar.open_time, *(Decimal(text) for text in record[3:8]))
+        if (bar, record[8]) == found:
+            unchanged += 1
+        else:
+            changes.append(_change(instrument_id, timeframe, bar, record[8]))
+    await bulk_insert(session, _CANDLES, _CANDLE_COLUMNS, new_rows, converted=True)
+    if changes:
+        await session.execute(_UPDATE_CANDLE, changes)
+    return CandleWrite(len(new_rows), len(changes), unchanged)
+
+
+_CANDLE_COLUMNS: Final = CANDLE_COLUMNS
+_CANDLES: Final = CANDLES
 _candles = _CANDLES.c
 _UPDATE_CANDLE: Final = (
     update(_CANDLES)
@@ -707,29 +751,6 @@ async def top_listings(session: AsyncSession, category: str, limit: int) -> list
 
 
 # -- importing --------------------------------------------------------------------------------
-
-
-async def import_candles(
-    database: Any,
-    instrument_id: int,
-    timeframe: Timeframe,
-    batches: Any,
-    *,
-    source: str = "csv",
-    on_batch: Any = None,
-) -> CandleWrite:
-    """Upsert batches of bars, each in a short unit of work of its own (a long import never
-    holds the database); `on_batch(write)` after each. Idempotent: importing a file twice
-    changes nothing the second time."""
-    inserted = updated = unchanged = 0
-    for batch in batches:
-        async with database.session() as session:
-            write = await upsert_candles(session, instrument_id, timeframe, batch, source)
-        inserted, updated = inserted + write.inserted, updated + write.updated
-        unchanged += write.unchanged
-        if on_batch is not None:
-            on_batch(write)
-    return CandleWrite(inserted, updated, unchanged)
 
 
 async def find_or_create_instrument(
