@@ -1,0 +1,1 @@
+"""Strategies: formulas (the safe formula language), indicators, marketplace."""
