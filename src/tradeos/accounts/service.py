@@ -612,29 +612,37 @@ async def authenticate_access_token(
         raise Unauthorized(
             "The access token is not valid.", headers=_bearer_error("invalid_token")
         ) from None
+    # Columns, not entities: every signed-in request runs this, and it only reads.
     row = (
         await session.execute(
-            select(User, AuthSession)
+            select(
+                User.username,
+                User.role,
+                User.tier,
+                User.is_active,
+                AuthSession.revoked_at,
+                AuthSession.expires_at,
+            )
             .join(AuthSession, AuthSession.user_id == User.id)
             .where(User.id == user_id, AuthSession.id == session_id)
         )
     ).first()
     if row is None:
         raise Unauthorized("The access token is not valid.", headers=_bearer_error("invalid_token"))
-    user, auth_session = row
-    if auth_session.revoked_at is not None or auth_session.expires_at <= utcnow():
+    username, role, tier, is_active, revoked_at, expires_at = row
+    if revoked_at is not None or expires_at <= utcnow():
         raise Unauthorized(
             "This session has ended; sign in again.", headers=_bearer_error("invalid_token")
         )
-    if not user.is_active:
+    if not is_active:
         raise Unauthorized("This account is disabled.", headers=_bearer_error("invalid_token"))
     return Principal(
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        tier=user.tier,
-        scopes=ROLE_SCOPES.get(user.role, frozenset()),
-        session_id=auth_session.id,
+        user_id=user_id,
+        username=username,
+        role=role,
+        tier=tier,
+        scopes=ROLE_SCOPES.get(role, frozenset()),
+        session_id=session_id,
     )
 
 

@@ -59,6 +59,14 @@ class Cache(Protocol):
 
     async def set(self, key: str, value: Any, *, ttl: float, tags: Iterable[str] = ()) -> None: ...
 
+    # The stored form (JSON bytes, as `dumps` writes it) as it is: what a response body can be
+    # sent from unchanged.
+    async def get_json(self, key: str) -> bytes | None: ...
+
+    async def set_json(
+        self, key: str, payload: bytes, *, ttl: float, tags: Iterable[str] = ()
+    ) -> None: ...
+
     async def delete(self, key: str) -> None: ...
 
     async def delete_prefix(self, prefix: str) -> int: ...
@@ -147,6 +155,10 @@ class MemoryCache:
         return entry
 
     async def get(self, key: str) -> Any | None:
+        payload = await self.get_json(key)
+        return None if payload is None else orjson.loads(payload)
+
+    async def get_json(self, key: str) -> bytes | None:
         _check_name(key, "key")
         entry = self._entries.get(key)
         if entry is None:
@@ -155,13 +167,18 @@ class MemoryCache:
             self._remove(key)
             return None
         self._entries.move_to_end(key)
-        return orjson.loads(entry.payload)
+        return entry.payload
 
     async def set(self, key: str, value: Any, *, ttl: float, tags: Iterable[str] = ()) -> None:
         _check_name(key, "key")
+        await self.set_json(key, dumps(value), ttl=ttl, tags=tags)
+
+    async def set_json(
+        self, key: str, payload: bytes, *, ttl: float, tags: Iterable[str] = ()
+    ) -> None:
+        _check_name(key, "key")
         ttl = _check_ttl(ttl)
         tag_set = _check_tags(tags)
-        payload = dumps(value)
         self._remove(key)  # its old tags go with it
         self._entries[key] = _Entry(payload, time.monotonic() + ttl, tag_set)
         for tag in tag_set:
@@ -239,12 +256,7 @@ class RedisCache:
         )
 
     async def get(self, key: str) -> Any | None:
-        name = self._entry_prefix + _check_name(key, "key")
-        try:
-            payload = await self._redis.get(name)
-        except REDIS_ERRORS as error:
-            self._unavailable("get", error)
-            return None
+        payload = await self.get_json(key)
         if payload is None:
             return None
         try:
@@ -253,11 +265,26 @@ class RedisCache:
             logger.warning("cache_corrupt_entry", key=key)
             return None
 
+    async def get_json(self, key: str) -> bytes | None:
+        name = self._entry_prefix + _check_name(key, "key")
+        try:
+            payload = await self._redis.get(name)
+        except REDIS_ERRORS as error:
+            self._unavailable("get", error)
+            return None
+        return payload.encode() if isinstance(payload, str) else payload
+
     async def set(self, key: str, value: Any, *, ttl: float, tags: Iterable[str] = ()) -> None:
+        _check_name(key, "key")
+        # Encoded before any I/O: a bad value raises even with Redis down.
+        await self.set_json(key, dumps(value), ttl=ttl, tags=tags)
+
+    async def set_json(
+        self, key: str, payload: bytes, *, ttl: float, tags: Iterable[str] = ()
+    ) -> None:
         name = self._entry_prefix + _check_name(key, "key")
         milliseconds = max(1, math.ceil(_check_ttl(ttl) * 1000))
         tag_set = _check_tags(tags)
-        payload = dumps(value)  # before any I/O: a bad value raises even with Redis down
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(name, payload, px=milliseconds)
@@ -345,11 +372,28 @@ async def cached(
 ) -> T:
     """The cached value of `key`, or `compute()`'s, stored for `ttl` seconds with `tags`.
 
+    Every caller gets the value as it reads back from the cache (JSON: a Decimal comes back as
+    a string), hit or miss, each its own copy. A `None` result is not cached (it reads as a
+    miss). See `cached_json` for how concurrent misses and invalidations are handled.
+    """
+    payload = await cached_json(cache, key, compute, ttl=ttl, tags=tags)
+    return cast(T, orjson.loads(payload))
+
+
+async def cached_json(
+    cache: Cache,
+    key: str,
+    compute: Callable[[], Awaitable[Any]],
+    *,
+    ttl: float,
+    tags: Iterable[str] = (),
+) -> bytes:
+    """`cached`, answering the stored form itself (JSON bytes), hit or miss: a read endpoint
+    sends it as the response body without decoding and encoding it again.
+
     Concurrent misses for one key in this process share one computation: the first caller
     computes, the others wait for its result (or its exception). They do not wait on the
-    cache, so with Redis down they still compute once, not once each in turn. Every caller
-    gets the value as it reads back from the cache (JSON: a Decimal comes back as a string),
-    hit or miss, each its own copy. A `None` result is not cached (it reads as a miss).
+    cache, so with Redis down they still compute once, not once each in turn.
 
     A value whose computation an invalidation overtook (in this process) is returned to the
     callers already waiting for it, but neither stored nor handed to callers who came after the
@@ -359,14 +403,14 @@ async def cached(
     _check_name(key, "key")
     _check_ttl(ttl)
     tag_set = _check_tags(tags)  # checked before computing; an iterator is read once
-    hit = await cache.get(key)
-    if hit is not None:
-        return cast(T, hit)
+    hit = await cache.get_json(key)
+    if hit is not None:  # only `set_json` writes entries, and it is given `dumps` output
+        return hit
     generation = cache.generation
     slot = (id(cache), key, generation)
     while (pending := _in_flight.get(slot)) is not None:
         try:
-            return cast(T, orjson.loads(await asyncio.shield(pending)))
+            return await asyncio.shield(pending)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if pending.cancelled() and (task is None or not task.cancelling()):
@@ -378,7 +422,7 @@ async def cached(
         value = await compute()
         payload = dumps(value)
         if value is not None and cache.generation == generation:
-            await cache.set(key, value, ttl=ttl, tags=tag_set)
+            await cache.set_json(key, payload, ttl=ttl, tags=tag_set)
     except asyncio.CancelledError:
         future.cancel()
         raise
@@ -388,7 +432,7 @@ async def cached(
         raise
     else:
         future.set_result(payload)
-        return cast(T, orjson.loads(payload))
+        return payload
     finally:
         del _in_flight[slot]
 

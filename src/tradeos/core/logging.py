@@ -20,11 +20,11 @@ from typing import IO, Any
 from uuid import UUID
 
 import structlog
-from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from tradeos.core.routing import route_template
 
 REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "x-request-id"
@@ -198,13 +198,6 @@ def _accepted_request_id(scope: Scope) -> str | None:
     return candidate if candidate is not None and _REQUEST_ID_PATTERN.match(candidate) else None
 
 
-def _route_template(scope: Scope) -> str | None:
-    """`/api/v1/orders/{order_id}` rather than the raw path, the same name /metrics uses."""
-    if "app" not in scope:
-        return None
-    return get_route_name(HTTPConnection(scope), should_include_root_path=False)
-
-
 class RequestContextMiddleware:
     """Correlation id and one access line per request; the outermost middleware.
 
@@ -247,7 +240,7 @@ class RequestContextMiddleware:
             "request",
             method=scope.get("method"),
             path=scope.get("path"),
-            route=_route_template(scope),
+            route=route_template(scope),  # as /metrics names it
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             user_id=state.get("user_id"),

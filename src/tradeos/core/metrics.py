@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+from starlette.requests import Request
+
+from tradeos.core.routing import route_template
 
 # Latency buckets in seconds, from a cache hit to a slow report.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -28,3 +34,17 @@ def install_metrics(app: FastAPI) -> None:
         metrics.latency(registry=registry, buckets=LATENCY_BUCKETS),
     )
     instrumentator.instrument(app).expose(app, include_in_schema=False, should_gzip=False)
+    for middleware in app.user_middleware:
+        entry: Any = middleware  # Starlette types `cls` as a factory; it is the class here
+        if entry.cls is PrometheusInstrumentatorMiddleware:
+            entry.cls = _MetricsMiddleware
+
+
+class _MetricsMiddleware(PrometheusInstrumentatorMiddleware):
+    """The instrumentator's middleware, naming a request's route as the access log does: one
+    lookup of the route template per path, shared by both, instead of one walk of every route
+    for each of them on every request."""
+
+    def _get_handler(self, request: Request) -> tuple[str, bool]:
+        template = route_template(request.scope)
+        return (template, True) if template else (request.url.path, False)

@@ -1,4 +1,5 @@
-"""The route class every TradeOS router uses: JSON bodies must say they are JSON.
+"""The route class every TradeOS router uses: JSON bodies must say they are JSON. And the
+route template of a request, for the access log and the metrics.
 
 FastAPI hands a non-JSON body to validation as raw bytes and answers 422; a client that sent
 the wrong media type deserves 415 and a sentence saying what to send instead.
@@ -6,6 +7,7 @@ the wrong media type deserves 415 and a sentence saying what to send instead.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from email.message import Message
 from typing import Any, get_args, get_origin
@@ -13,6 +15,9 @@ from typing import Any, get_args, get_origin
 from fastapi import APIRouter as FastAPIRouter
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from tradeos.core.errors import UnsupportedMediaType, ValidationFailed, field_error
 
@@ -103,3 +108,34 @@ class APIRouter(FastAPIRouter):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("route_class", JSONRoute)
         super().__init__(**kwargs)
+
+
+# -- route templates ---------------------------------------------------------------------------
+
+# Paths whose template each application remembers: finding one walks every route, and the
+# access log and the metrics both want it for every request. Kept small and recently used, as
+# paths that carry ids are many.
+_TEMPLATES_KEPT = 4096
+
+
+def route_template(scope: Scope) -> str | None:
+    """`/api/v1/orders/{order_id}` for `/api/v1/orders/42`: the route a request's path matches
+    (without the root path), or None when none does."""
+    app = scope.get("app")
+    if app is None:
+        return None
+    state = app.state
+    known: OrderedDict[tuple[str | None, str], str | None] | None = getattr(
+        state, "route_templates", None
+    )
+    if known is None:
+        known = state.route_templates = OrderedDict()
+    key = (scope.get("method"), scope["path"])
+    if key in known:
+        known.move_to_end(key)
+        return known[key]
+    template = get_route_name(HTTPConnection(scope), should_include_root_path=False)
+    known[key] = template
+    if len(known) > _TEMPLATES_KEPT:
+        known.popitem(last=False)
+    return template
