@@ -283,3 +283,67 @@ async def test_the_admin_overview_shows_overrides_and_switched_off_jobs(
     assert untouched["overridden"] is False
     assert untouched["schedule"] == untouched["declared_schedule"]
     assert untouched["next_run_at"] is not None
+
+
+# -- the market jobs' declared schedules and sizes --------------------------------------------
+
+
+def test_the_market_jobs_are_declared_periodic_on_their_schedules() -> None:
+    declared = {d.name: d.schedule for d in scheduled_jobs()}
+    top = declared["market.sync_top_listings"]
+    every = declared["market.sync_all_listings"]
+    candles = declared["market.sync_candles"]
+    prune = declared["market.prune_price_history"]
+    assert (top, every, candles) == (Every(minutes=5), Every(hours=1), Every(minutes=1))
+    assert (top.period, every.period, candles.period) == (300, 3600, 60)
+    assert prune == Cron("30 3 * * *")
+    # When they fire, from 10:07:30 UTC.
+    assert top.next_after(MOMENT) == datetime(2026, 11, 21, 10, 10, tzinfo=UTC)
+    assert every.next_after(MOMENT) == datetime(2026, 11, 21, 11, 0, tzinfo=UTC)
+    assert candles.next_after(MOMENT) == datetime(2026, 11, 21, 10, 8, tzinfo=UTC)
+    # Daily at 03:30 UTC: tomorrow's, then the day after's.
+    first = prune.next_after(MOMENT)
+    assert first == datetime(2026, 11, 22, 3, 30, tzinfo=UTC)
+    assert prune.next_after(first) == datetime(2026, 11, 23, 3, 30, tzinfo=UTC)
+    # The sync an admin starts and the back-fill run on demand only.
+    assert "market.sync_listings" not in declared
+    assert "market.backfill_candles" not in declared
+
+
+def test_the_market_data_settings_have_their_documented_defaults(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    assert settings.listings_sync_top == 50
+    assert settings.listings_sync_all == 200
+    assert settings.price_history_keep_days == 365
+    assert settings.market_cache_seconds == 300
+    # And each may be set.
+    tuned = settings_factory(
+        listings_sync_top=10,
+        listings_sync_all=20,
+        price_history_keep_days=30,
+        market_cache_seconds=60,
+    )
+    assert (
+        tuned.listings_sync_top,
+        tuned.listings_sync_all,
+        tuned.price_history_keep_days,
+        tuned.market_cache_seconds,
+    ) == (10, 20, 30, 60)
+
+
+def test_the_market_data_settings_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LISTINGS_SYNC_TOP", "25")
+    monkeypatch.setenv("LISTINGS_SYNC_ALL", "500")
+    monkeypatch.setenv("PRICE_HISTORY_KEEP_DAYS", "90")
+    monkeypatch.setenv("MARKET_CACHE_SECONDS", "30")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (
+        settings.listings_sync_top,
+        settings.listings_sync_all,
+        settings.price_history_keep_days,
+        settings.market_cache_seconds,
+    ) == (25, 500, 90, 30)

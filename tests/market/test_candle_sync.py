@@ -1,7 +1,8 @@
 """The candle sync of tracked instruments: a first run back-fills the history, a second changes
 nothing, a deleted stretch is found and filled again, a corrected bar is updated, one failing
 instrument does not stop the others, stretches a provider has no bars for are not asked for on
-every run, and cached reads see what a sync wrote. Also the listing syncs' configured sizes."""
+every run, and cached reads see what a sync wrote. Also the listing syncs' configured sizes, and
+price history retention."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from tests.conftest import CapturedLogs
 from tests.factories import bearer, make_user, sign_in
 from tradeos.config import Settings
 from tradeos.core.cache import make_cache
-from tradeos.core.db import Database
+from tradeos.core.db import Database, utcnow
 from tradeos.core.events import make_event_bus
 from tradeos.core.jobs import JobDefinition, JobQueue, JobRun, RunStatus
 from tradeos.core.storage import make_storage
 from tradeos.core.transactions import flush_after_commit
 from tradeos.market import jobs as market_jobs
 from tradeos.market import service
-from tradeos.market.models import Candle, Instrument
+from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
 from tradeos.market.providers.base import (
     AssetClass,
     Bar,
@@ -545,3 +546,65 @@ async def test_the_listing_syncs_fetch_the_configured_sizes_from_held_providers(
         assert run.status == RunStatus.SUCCEEDED, run.error
         assert run.result_summary is not None
         assert json.loads(run.result_summary)["fetched"] == size
+
+
+# -- price history retention ------------------------------------------------------------------
+
+
+async def snapshots_aged(database: Database, days_ago: Sequence[int]) -> datetime:
+    """A listing with one price snapshot `days_ago` days before now for each; returns now."""
+    now = utcnow()
+    async with database.session() as session:
+        listing = CryptoListing(symbol="OLD", name="Old Coin", categories=[], source="sim")
+        session.add(listing)
+        await session.flush()
+        for days in days_ago:
+            session.add(
+                PriceSnapshot(
+                    listing_id=listing.id, time=now - timedelta(days=days), price=Decimal(days)
+                )
+            )
+    return now
+
+
+async def snapshot_prices(database: Database) -> list[Decimal]:
+    async with database.session(write=False) as session:
+        return list(await session.scalars(select(PriceSnapshot.price).order_by(PriceSnapshot.time)))
+
+
+async def test_price_history_older_than_a_year_is_pruned(
+    queue: JobQueue, settings: Settings, database: Database
+) -> None:
+    assert settings.price_history_keep_days == 365  # PRICE_HISTORY_KEEP_DAYS by default
+    await snapshots_aged(database, [10, 364, 366, 400])
+
+    run = await finished(queue, market_jobs.prune_price_history)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result_summary is not None
+    assert json.loads(run.result_summary) == {"deleted": 2}
+    # The prices are the snapshots' ages in days: those of 364 and 10 days ago remain.
+    assert await snapshot_prices(database) == [Decimal(364), Decimal(10)]
+
+    again = await finished(queue, market_jobs.prune_price_history)
+    assert again.result_summary is not None
+    assert json.loads(again.result_summary) == {"deleted": 0}
+    assert len(await snapshot_prices(database)) == 2
+
+
+async def test_price_history_is_kept_as_long_as_the_settings_say(
+    settings_factory: Callable[..., Settings], database: Database
+) -> None:
+    settings = settings_factory(jobs_broker="memory", price_history_keep_days=30)
+    await snapshots_aged(database, [1, 29, 31, 364])
+    jobs = await consuming_queue(settings, database)
+    try:
+        run = await finished(jobs, market_jobs.prune_price_history)
+    finally:
+        await flush_after_commit()
+        await jobs.aclose()
+        await jobs.cache.aclose()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result_summary is not None
+    assert json.loads(run.result_summary) == {"deleted": 2}
+    assert await snapshot_prices(database) == [Decimal(29), Decimal(1)]
