@@ -1,0 +1,1 @@
+"""Trading: accounts, orders, fills, positions, portfolio, the execution engine and brokers."""
