@@ -1,0 +1,1 @@
+"""Backtesting: the numba engine over candle arrays, its metrics, and backtest runs."""
