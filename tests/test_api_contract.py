@@ -38,6 +38,10 @@ RULES_BEYOND_THE_SCHEMA = {
     "/api/v1/market/candles/{symbol}",
     "/api/v1/cryptocurrencies",  # min_market_cap must not be above max_market_cap
     "/api/v1/cryptocurrencies/{symbol}/history",  # start before end
+    # A formula must be one the formula language accepts, and default_params must name its
+    # parameters.
+    "/api/v1/strategies",
+    "/api/v1/strategies/{strategy_id}",
 }
 
 

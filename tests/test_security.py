@@ -185,6 +185,28 @@ async def _notification(
     return notification.id
 
 
+STRATEGY = {"name": "mine", "formula": "entry_long = close > open"}
+
+
+async def _strategy(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+) -> int:
+    response = await client.post("/api/v1/strategies", headers=headers, json=STRATEGY)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+# Bodies for the routes that need one (so the owner's own request succeeds).
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PUT", "/api/v1/strategies/{strategy_id}"): STRATEGY,
+    ("PATCH", "/api/v1/strategies/{strategy_id}"): {"name": "renamed"},
+}
+
+
 # Every route with an id of something a user owns, and how to make one such thing. A route with
 # an id that is neither here nor under /admin fails `test_every_owned_route_is_checked`.
 OWNED: dict[str, tuple[Owned, list[tuple[str, str]]]] = {
@@ -196,6 +218,15 @@ OWNED: dict[str, tuple[Owned, list[tuple[str, str]]]] = {
         [
             ("PUT", "/api/v1/notifications/{notification_id}/read"),
             ("DELETE", "/api/v1/notifications/{notification_id}"),
+        ],
+    ),
+    "strategy": (
+        _strategy,
+        [
+            ("GET", "/api/v1/strategies/{strategy_id}"),
+            ("PUT", "/api/v1/strategies/{strategy_id}"),
+            ("PATCH", "/api/v1/strategies/{strategy_id}"),
+            ("DELETE", "/api/v1/strategies/{strategy_id}"),
         ],
     ),
 }
@@ -236,13 +267,17 @@ async def test_another_users_resource_is_404(
     missing_id = resource_id + 10_000
     for method, path in routes:
         url = re.sub(r"\{[^}]+\}", str(resource_id), path)
-        foreign = await client.request(method, url, headers=intruder_headers)
+        kwargs: dict[str, Any] = {"json": BODIES[method, path]} if (method, path) in BODIES else {}
+        foreign = await client.request(method, url, headers=intruder_headers, **kwargs)
         absent = await client.request(
-            method, re.sub(r"\{[^}]+\}", str(missing_id), path), headers=intruder_headers
+            method,
+            re.sub(r"\{[^}]+\}", str(missing_id), path),
+            headers=intruder_headers,
+            **kwargs,
         )
         assert foreign.status_code == absent.status_code == 404, (method, path)
         assert foreign.json()["detail"] == absent.json()["detail"]  # nothing tells them apart
-        owned = await client.request(method, url, headers=owner_headers)
+        owned = await client.request(method, url, headers=owner_headers, **kwargs)
         assert owned.status_code < 300, (method, path, owned.text)
 
 

@@ -45,6 +45,7 @@ from tradeos.market import startup as market_startup
 from tradeos.market.router import routers as market_routers
 from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
+from tradeos.strategies.router import routers as strategies_routers
 
 API_PREFIX = "/api/v1"
 GZIP_MINIMUM_BYTES = 1024
@@ -67,6 +68,7 @@ def _api_router() -> APIRouter:
         *notifications_routers,
         *gateway_routers,
         *market_routers,
+        *strategies_routers,
     ):
         api.include_router(router)
     return api

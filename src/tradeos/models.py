@@ -14,6 +14,7 @@ from tradeos.core.db import Base
 from tradeos.core.jobs.models import JobRun, JobWorker
 from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
 from tradeos.notifications.models import Notification, NotificationPreferences
+from tradeos.strategies.models import Strategy, StrategyTag
 
 __all__ = [
     "ApiKey",
@@ -32,5 +33,7 @@ __all__ = [
     "NotificationPreferences",
     "PriceSnapshot",
     "RefreshToken",
+    "Strategy",
+    "StrategyTag",
     "User",
 ]
