@@ -426,6 +426,379 @@ def import_candles(
     )
 
 
+BACKTEST_DEFAULT_BARS = 1000
+BACKTEST_MAX_BARS = 1_000_000
+
+
+@app.command()
+def backtest(
+    formula_file: Annotated[Path, typer.Argument(help="The formula, as a text file.")],
+    symbol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbol",
+            help="An instrument's stored (or simulated) candles; repeat for several instruments "
+            "on one cash balance. With --data: the name of each file's instrument.",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="Candles from a CSV file instead (any layout `import candles` reads; no "
+            "database). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    timeframe: Annotated[str, typer.Option(help="1m, 5m, 15m, 30m, 1h, 4h, 1d or 1w.")] = "1h",
+    start: Annotated[
+        str | None, typer.Option(help="First open time, ISO (UTC), inclusive.", show_default=False)
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last open time, ISO (UTC), exclusive.", show_default=False)
+    ] = None,
+    bars: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=BACKTEST_MAX_BARS,
+            help="With --symbol and no --start: the last this many bars before --end (or now).",
+        ),
+    ] = BACKTEST_DEFAULT_BARS,
+    cash: Annotated[float, typer.Option(help="Initial cash.")] = 10_000.0,
+    commission: Annotated[
+        float, typer.Option(help="Fee per fill (each side), a fraction of the notional.")
+    ] = 0.0,
+    slippage_bps: Annotated[float, typer.Option(help="Slippage per fill, in basis points.")] = 0.0,
+    fill: Annotated[
+        str,
+        typer.Option(
+            help="next_open: a signal fills at the next bar's open; close: at its own close."
+        ),
+    ] = "next_open",
+    size: Annotated[
+        str,
+        typer.Option(
+            help="Entry size: '100%' = percent of equity, '50%cash' = percent of free cash, "
+            "a plain number = a fixed quantity. A formula's `size` rule sets the amount per "
+            "bar in the same unit (0.5 = 50 %)."
+        ),
+    ] = "100%",
+    whole_units: Annotated[
+        bool, typer.Option("--whole-units/--fractional", help="Trade whole units only.")
+    ] = True,
+    allow_short: Annotated[
+        bool, typer.Option("--allow-short/--long-only", help="Let entry_short open shorts.")
+    ] = True,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="Override a formula parameter: name=value (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write an HTML report to this file.", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the results as JSON on stdout (metrics, trades, params)."
+        ),
+    ] = False,
+) -> None:
+    """Backtest a formula on stored or simulated candles (--symbol) or on CSV files (--data).
+
+    tradeos backtest sma.txt --symbol BTC-USD --timeframe 1h --bars 2000
+    tradeos backtest sma.txt --data btc.csv --timeframe 1d --param fast=5 --report out.html
+    """
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from tradeos.backtest import runner
+    from tradeos.market.csv_candles import CsvLayoutError
+    from tradeos.market.timeframes import Timeframe
+    from tradeos.strategies.formula import EvaluationError, InvalidFormula, compile_formula
+
+    try:
+        frame = Timeframe(timeframe)
+    except ValueError:
+        _fail(f"--timeframe must be one of: {', '.join(tf.value for tf in Timeframe)}")
+    if not data and not symbol:
+        _fail("Give --symbol SYMBOL (stored or simulated candles) or --data FILE.csv.")
+    if data and symbol and len(symbol) != len(data):
+        _fail("With --data, give one --symbol per file, or none (the file names are used).")
+    window = (_backtest_moment(start, "--start"), _backtest_moment(end, "--end"))
+    if window[0] and window[1] and window[0] >= window[1]:
+        _fail("--start must be before --end.")
+    params = _backtest_params(param or [])
+    config = _backtest_config(
+        cash=cash, commission=commission, slippage_bps=slippage_bps, fill=fill, size=size,
+        whole_units=whole_units, allow_short=allow_short,
+    )  # fmt: skip
+    try:
+        formula = formula_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"Cannot read the formula file {formula_file}: {_reason(error)}")
+    try:  # before any candle is read: a bad formula fails fast
+        compile_formula(formula).parameter_values(params)
+    except (InvalidFormula, EvaluationError) as error:
+        _fail(f"{formula_file.name}: {error}")
+    err = Console(stderr=True)
+    out = err if as_json else console
+
+    try:
+        if data:
+            names = symbol or [path.stem for path in data]
+            candles = [
+                _backtest_csv(path, name, frame, *window, err)
+                for path, name in zip(data, names, strict=True)
+            ]
+        else:
+            candles = _backtest_stored(symbol or [], frame, *window, bars)
+    except CsvLayoutError as error:
+        _fail(f"Cannot read the candles: {error}")
+    for instrument in candles:
+        if len(instrument) == 0:
+            _fail(f"No candles of {instrument.symbol} {frame} in the chosen window.")
+
+    with Progress(
+        TextColumn("backtest {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=100)
+        try:
+            run = runner.run_formula(
+                candles,
+                formula,
+                params=params,
+                config=config,
+                progress=lambda percent, message: progress.update(
+                    task, completed=percent, description=message
+                ),
+            )
+        except (InvalidFormula, EvaluationError) as error:
+            _fail(f"{formula_file.name}: {error}")
+        except ValueError as error:  # BacktestInputError, a config the engine refuses
+            _fail(f"Cannot backtest: {error}")
+
+    if report is not None:
+        from tradeos.backtest.report import html_report
+
+        title = f"Backtest of {formula_file.name} on {', '.join(run.symbols)} {frame}"
+        try:
+            report.write_text(html_report(run, title=title, candles=candles), encoding="utf-8")
+        except OSError as error:
+            _fail(f"Cannot write the report {report}: {_reason(error)}")
+    if as_json:
+        answer = run.as_dict()
+        answer["timeframe"] = frame.value
+        typer.echo(json.dumps(answer))
+    else:
+        _print_backtest(run, frame.value)
+    if report is not None:
+        out.print(f"Report written to {report}", highlight=False)
+    if run.metrics.trades == 0 and whole_units:
+        err.print(
+            "No trade was made. If the formula signalled entries, one whole unit may cost more "
+            "than the cash: try --fractional.",
+            highlight=False,
+        )
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _backtest_moment(text: str | None, option: str) -> Any:
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{option} must be an ISO date or time, e.g. 2024-01-31 or 2024-01-31T12:00Z.")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _backtest_params(pairs: list[str]) -> dict[str, float]:
+    import math
+
+    params: dict[str, float] = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not equals or not name.strip() or not math.isfinite(value):
+            _fail(f"--param takes name=number, e.g. --param fast=10 (got {pair!r}).")
+        params[name.strip()] = value
+    return params
+
+
+def _backtest_config(
+    *,
+    cash: float,
+    commission: float,
+    slippage_bps: float,
+    fill: str,
+    size: str,
+    whole_units: bool,
+    allow_short: bool,
+) -> Any:
+    from tradeos.backtest.engine import BacktestConfig, FillTiming, Sizing
+
+    if fill not in {f.value for f in FillTiming}:
+        _fail(f"--fill must be one of: {', '.join(f.value for f in FillTiming)}")
+    text = size.strip().lower().replace(" ", "")
+    sizing = Sizing.FIXED
+    if text.endswith("%cash"):
+        sizing, text = Sizing.PERCENT_CASH, text.removesuffix("%cash")
+    elif text.endswith("%"):
+        sizing, text = Sizing.PERCENT_EQUITY, text.removesuffix("%")
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = -1.0
+    if sizing is not Sizing.FIXED:
+        amount /= 100
+    if not amount > 0 or amount == float("inf"):
+        _fail("--size must be a positive percent of equity ('100%'), of free cash ('50%cash') "
+              "or a fixed quantity ('2.5').")  # fmt: skip
+    try:
+        return BacktestConfig(
+            initial_cash=cash,
+            commission=commission,
+            slippage_bps=slippage_bps,
+            fill_at=FillTiming(fill),
+            sizing=sizing,
+            size=amount,
+            quantity_step=1.0 if whole_units else 0.0,
+            allow_short=allow_short,
+        )
+    except ValueError as error:
+        option = str(error).split(" ")[0].replace("initial_cash", "cash").replace("_", "-")
+        _fail(f"--{option}: {error}")
+
+
+def _backtest_csv(
+    path: Path, symbol: str, timeframe: Any, start: Any, end: Any, err: Console
+) -> Any:
+    from tradeos.backtest.runner import CandleArrays
+    from tradeos.market.csv_candles import CsvSummary
+    from tradeos.market.csv_frames import parse_candle_frames
+
+    summary = CsvSummary()
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            frames = list(parse_candle_frames(handle, timeframe, summary=summary))
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"Cannot read {path}: {_reason(error)}")
+    if summary.rejected:
+        for line in summary.describe():
+            err.print(f"{path.name}: {line}", markup=False, highlight=False)
+    candles = CandleArrays.from_frames(symbol, frames)
+    if start is None and end is None:
+        return candles
+    import numpy as np
+
+    seconds = candles.open_time
+    keep = np.ones(seconds.size, dtype=np.bool_)
+    if start is not None:
+        keep &= seconds >= int(start.timestamp())
+    if end is not None:
+        keep &= seconds < int(end.timestamp())
+    return CandleArrays(
+        symbol, seconds[keep], candles.open[keep], candles.high[keep], candles.low[keep],
+        candles.close[keep], candles.volume[keep],
+    )  # fmt: skip
+
+
+def _backtest_stored(symbols: list[str], timeframe: Any, start: Any, end: Any, bars: int) -> Any:
+    """Each instrument's bars as `GET /market/candles` answers them: stored, resampled from a
+    finer stored timeframe, or produced by the market provider (the simulated market by
+    default); a bar still forming is left out."""
+    from tradeos.backtest.runner import CandleArrays
+    from tradeos.core.db import utcnow
+    from tradeos.core.errors import NotFound, TradeOSError
+    from tradeos.market import service as market
+    from tradeos.market.providers.registry import make_market_provider
+
+    settings = load_settings()
+    # One more than asked: the last bar may still be forming, and is left out.
+    limit = BACKTEST_MAX_BARS if start is not None else bars + 1
+
+    async def load() -> list[CandleArrays]:
+        database = Database(settings.sqlalchemy_url)
+        try:
+            provider = make_market_provider(settings)
+            specs = await provider.instruments()
+            found = []
+            async with database.session() as session:
+                # The provider's instruments are known here as in `serve`.
+                await market.upsert_instruments(session, specs, provider.name)
+                for text in symbols:
+                    try:
+                        instrument = await market.get_instrument(session, text)
+                    except NotFound:
+                        _fail(f"Unknown symbol {text!r}: import its candles first "
+                              "(tradeos import candles FILE --symbol ... --create).")  # fmt: skip
+                    window = market.candle_window(timeframe, start, end, limit, utcnow())
+                    try:
+                        series = await market.candles(
+                            session, provider, instrument, timeframe, *window, limit
+                        )
+                    except TradeOSError as error:
+                        _fail(f"Cannot read the candles of {instrument.symbol}: {error}")
+                    closed = [row.bar for row in series.bars if not row.partial]
+                    if start is None:
+                        closed = closed[-bars:]
+                    found.append(CandleArrays.from_bars(instrument.symbol, closed))
+            return found
+        finally:
+            await database.dispose()
+
+    with _database_errors(settings):
+        _prepare_database(settings)
+        return asyncio.run(load())
+
+
+def _print_backtest(run: Any, timeframe: str) -> None:
+    from tradeos.backtest.report import format_metric
+
+    times = run.open_time
+    first, last = (_utc_text(int(times[0])), _utc_text(int(times[-1])))
+    console.print(
+        f"{', '.join(run.symbols)} {timeframe}: {times.size:,} bars from {first} to {last}",
+        highlight=False,
+    )
+    if run.params:
+        said = ", ".join(f"{name}={value:g}" for name, value in run.params.items())
+        console.print(f"parameters: {said}", highlight=False)
+    table = Table(title="Backtest")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("initial cash", f"{run.config.initial_cash:,.2f}")
+    table.add_row("final equity", f"{run.final_equity:,.2f}")
+    for name, value in run.metrics.as_dict().items():
+        table.add_row(name.replace("_", " "), format_metric(name, value))
+    console.print(table)
+
+
+def _utc_text(seconds: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""

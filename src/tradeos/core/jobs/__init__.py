@@ -12,7 +12,15 @@ in `serve` (embedded) or `tradeos worker` processes (Redis Streams), recorded in
 """
 
 from tradeos.core.jobs.context import JobContext
-from tradeos.core.jobs.definitions import JOBS, Cron, Every, JobDefinition, Priority, job
+from tradeos.core.jobs.definitions import (
+    JOBS,
+    Cron,
+    Every,
+    JobDefinition,
+    Priority,
+    job,
+    on_worker_start,
+)
 from tradeos.core.jobs.models import JobRun, JobWorker, RunStatus
 from tradeos.core.jobs.queue import JobQueue
 from tradeos.core.jobs.scheduler import Scheduler
@@ -30,4 +38,5 @@ __all__ = [
     "RunStatus",
     "Scheduler",
     "job",
+    "on_worker_start",
 ]

@@ -37,11 +37,25 @@ __all__ = [
     "Schedule",
     "describe_schedule",
     "job",
+    "on_worker_start",
     "parse_schedule",
 ]
 
 _NAME: Final = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_TIMEOUT_SECONDS: Final = 24 * 3600
+
+# Plain functions a process that runs jobs calls once, in a background thread, as it starts
+# taking jobs (a domain registers its warm-up here, e.g. compiling numeric code).
+WORKER_START_HOOKS: list[Callable[[], None]] = []
+
+
+def on_worker_start(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register `hook` to run once per job-running process (`serve` embedded, `tradeos
+    worker`) as it starts taking jobs, in a background thread. A hook that fails is logged,
+    not fatal."""
+    if hook not in WORKER_START_HOOKS:
+        WORKER_START_HOOKS.append(hook)
+    return hook
 
 
 class Priority(StrEnum):

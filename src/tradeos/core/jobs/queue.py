@@ -21,6 +21,7 @@ import functools
 import os
 import secrets
 import socket
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -41,7 +42,7 @@ from tradeos.core.jobs.brokers import (
     RedisJobBroker,
 )
 from tradeos.core.jobs.context import JobContext
-from tradeos.core.jobs.definitions import JOBS, JobDefinition, Priority
+from tradeos.core.jobs.definitions import JOBS, WORKER_START_HOOKS, JobDefinition, Priority
 from tradeos.core.jobs.models import JobRun, RunStatus
 from tradeos.core.redis import REDIS_ERRORS
 from tradeos.core.transactions import after_commit, flush_after_commit
@@ -58,6 +59,28 @@ if TYPE_CHECKING:
 __all__ = ["JobQueue"]
 
 logger = structlog.get_logger("tradeos.jobs")
+
+# The `on_worker_start` hooks this process has run (once each, whatever the number of queues).
+_HOOKS_RUN: set[Any] = set()
+
+
+async def _run_worker_start_hooks() -> None:
+    """Each registered `on_worker_start` hook not run yet in this process, in a thread, one
+    after the other."""
+    for hook in list(WORKER_START_HOOKS):
+        if hook in _HOOKS_RUN:
+            continue
+        _HOOKS_RUN.add(hook)
+        name = getattr(hook, "__qualname__", repr(hook))
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(hook)
+        except Exception as exc:
+            logger.warning("worker_start_hook_failed", hook=name, error=repr(exc))
+        else:
+            seconds = round(time.perf_counter() - started, 3)
+            logger.info("worker_start_hook_done", hook=name, seconds=seconds)
+
 
 # Module-level so tests can shorten them.
 HEARTBEAT_SECONDS: float = 10.0
@@ -165,6 +188,9 @@ class JobQueue:
             await self.start()
         elif self.backend == "rabbitmq" and not self.broker.is_worker_process:
             raise RuntimeError("call start_consuming() instead of start() to consume RabbitMQ")
+        # In the background: a first start compiles for some seconds, and the process must
+        # answer meanwhile. A job that comes first compiles what it needs itself.
+        self._spawn("worker-start-hooks", _run_worker_start_hooks())
         recovered = await self._recover()
         self._spawn("receiver", self._receive())
         self._spawn("heartbeat", self._heartbeat_loop(recovered=recovered))
