@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -531,15 +530,11 @@ def test_streaming_memory_stays_flat() -> None:
     assert peak < 1_000_000, peak  # 20k Bars held in a list would take over 10 MB
 
 
-def test_streaming_speed() -> None:
+def test_a_long_file_streams_through() -> None:
+    # Its speed is measured in bench/candles.py ("parse only"), not here.
     summary = CsvSummary()
-    started = time.perf_counter()
     count = sum(1 for _ in parse_candles(minute_lines(200_000), Timeframe.M1, summary=summary))
-    elapsed = time.perf_counter() - started
     assert count == summary.bars == 200_000
-    rate = count / elapsed
-    print(f"parsed {count} rows in {elapsed:.2f}s: {rate:,.0f} rows/s")
-    assert rate > 20_000  # about 200k rows/s on a laptop; a loose floor for slow CI machines
 
 
 # --- round trip ------------------------------------------------------------------------------

@@ -4,18 +4,21 @@ WebSocket channels tickers:<symbol> and candles:<symbol>:<tf> deliver."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.testclient import TestClient
 
+from tests.conftest import TEST_REDIS_URL
 from tests.factories import make_user, sign_in
 from tradeos.app import create_app
 from tradeos.config import Settings
 from tradeos.core.db import Database
-from tradeos.core.events import MemoryEventBus
-from tradeos.market.live import LiveFeed, closed_periods
+from tradeos.core.events import make_event_bus
+from tradeos.market import startup as market_startup
+from tradeos.market.live import LiveFeed, candle_event, closed_periods, tick_event
 from tradeos.market.providers.sim import SimProvider
 from tradeos.market.timeframes import Timeframe
 
@@ -34,16 +37,21 @@ def test_a_bar_closes_when_its_period_ends() -> None:
     assert closed_periods(after, mid_minute) == []
 
 
-async def test_a_step_publishes_ticks_and_the_bars_that_closed() -> None:
+async def test_a_step_publishes_ticks_and_the_bars_that_closed(settings: Settings) -> None:
     now = datetime(2026, 11, 21, 12, 5, 0, 300_000, tzinfo=UTC)
     provider = SimProvider(clock=lambda: now)
-    bus = MemoryEventBus()
+    # The bus the app builds from the settings: Redis pub/sub when TEST_REDIS_URL is set.
+    bus = make_event_bus(settings)
+    assert bus.backend == ("redis" if TEST_REDIS_URL else "memory")
     feed = LiveFeed(provider, bus, ["BTC-USD", "EUR-USD"], clock=lambda: now)
-    async with bus.subscribe(
-        "tickers:BTC-USD", "candles:BTC-USD:1m", "candles:BTC-USD:5m", "tickers:EUR-USD"
-    ) as events:
-        await feed.step(datetime(2026, 11, 21, 12, 4, 59, 400_000, tzinfo=UTC), now)
-        received = [await events.get(timeout=1) for _ in range(4)]
+    try:
+        async with bus.subscribe(
+            "tickers:BTC-USD", "candles:BTC-USD:1m", "candles:BTC-USD:5m", "tickers:EUR-USD"
+        ) as events:
+            await feed.step(datetime(2026, 11, 21, 12, 4, 59, 400_000, tzinfo=UTC), now)
+            received = [await events.get(timeout=5) for _ in range(4)]
+    finally:
+        await bus.aclose()
     by_topic = {event.topic: event.payload for event in received if event is not None}
     assert set(by_topic) == {
         "tickers:BTC-USD",
@@ -58,8 +66,10 @@ async def test_a_step_publishes_ticks_and_the_bars_that_closed() -> None:
     stored = await provider.candles(
         "BTC-USD", Timeframe.M1, datetime(2026, 11, 21, 12, 4, tzinfo=UTC), now
     )
+    assert one_minute == candle_event("BTC-USD", Timeframe.M1, stored[0])
     assert one_minute["close"] == str(stored[0].close) == by_topic["candles:BTC-USD:5m"]["close"]
     tick = by_topic["tickers:BTC-USD"]
+    assert tick == tick_event(await provider.ticker("BTC-USD"))
     assert Decimal(tick["bid"]) < Decimal(tick["last"]) < Decimal(tick["ask"])
 
 
@@ -78,3 +88,41 @@ async def test_a_websocket_client_sees_live_ticks(
         first, second = ws.receive_json(), ws.receive_json()
     assert first["channel"] == second["channel"] == "tickers:SOL-USD"
     assert first["data"]["time"] < second["data"]["time"]
+
+
+async def test_a_websocket_client_receives_the_bar_that_closed(
+    settings_factory: Callable[..., Settings],
+    database: Database,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = await make_user(session)
+    tokens = await sign_in(session, settings_factory(), user)
+    await session.commit()
+    # The app's own feed is off: this test drives one, on the app's provider and event bus
+    # (Redis when TEST_REDIS_URL is set), across the close of the last minute.
+    monkeypatch.setattr(market_startup, "live_feed", lambda *args: None)
+    app = create_app(settings_factory(), configure_logs=False)
+    with TestClient(app) as client, client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_json({"op": "auth", "token": tokens.access_token})
+        assert ws.receive_json()["type"] == "authenticated"
+        ws.send_json({"op": "subscribe", "channels": ["candles:SOL-USD:1m"]})
+        assert ws.receive_json() == {"type": "subscribed", "channels": ["candles:SOL-USD:1m"]}
+
+        provider = app.state.market.provider
+        feed = LiveFeed(provider, app.state.events, ["SOL-USD"])
+        minute_ended = Timeframe.M1.floor(datetime.now(UTC))
+        closed = minute_ended - timedelta(minutes=1)
+        assert client.portal is not None
+        client.portal.call(feed.step, minute_ended - timedelta(milliseconds=500), minute_ended)
+        frame = ws.receive_json()
+        bars = client.portal.call(provider.candles, "SOL-USD", Timeframe.M1, closed, minute_ended)
+
+    assert len(bars) == 1
+    assert frame == {
+        "type": "event",
+        "channel": "candles:SOL-USD:1m",
+        "data": candle_event("SOL-USD", Timeframe.M1, bars[0]),
+    }
+    assert frame["data"]["time"] == closed.isoformat()
+    assert frame["data"]["closed"] is True

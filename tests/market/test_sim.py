@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -155,6 +156,33 @@ async def test_coarse_bars_are_exact_aggregates_of_finer_ones(
     assert len(fine_bars) == 30 * count
     for i, bar in enumerate(coarse_bars):
         assert bar == aggregate(fine_bars[i * count : (i + 1) * count], bar.open_time)
+
+
+async def test_thirty_days_of_minutes_are_contiguous() -> None:
+    start = NOW - timedelta(days=30)
+
+    bars = await sim().candles("ETH-USD", Timeframe.M1, start, NOW)
+
+    assert len(bars) == 30 * 1440 == 43_200
+    assert bars[0].open_time == start
+    assert bars[-1].open_time == NOW - timedelta(minutes=1)
+    assert all(b.open_time - a.open_time == timedelta(minutes=1) for a, b in pairwise(bars))
+    assert all(b.open == a.close for a, b in pairwise(bars))
+
+
+def test_a_fresh_market_makes_a_year_of_hours_and_a_month_of_minutes() -> None:
+    """A fresh market (a seed no other test uses, so nothing is cached) makes a year of hourly
+    bars for every instrument and 30 days of minutes on demand; how fast is a benchmark's
+    business, not a test's."""
+    provider = SimProvider(seed=20_261_121, clock=lambda: NOW)
+
+    async def produce() -> tuple[int, int]:
+        hours = [await provider.candles(s, Timeframe.H1, YEAR_AGO, NOW) for s in CATALOGUE]
+        minutes = await provider.candles("BTC-USD", Timeframe.M1, NOW - timedelta(days=30), NOW)
+        return sum(len(bars) for bars in hours), len(minutes)
+
+    hour_bars, minute_bars = asyncio.run(produce())
+    assert (hour_bars, minute_bars) == (len(CATALOGUE) * 365 * 24, 30 * 1440)
 
 
 async def test_weekly_bars_open_on_mondays() -> None:

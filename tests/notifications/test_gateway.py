@@ -21,6 +21,7 @@ from tests.factories import make_api_key, make_user, sign_in
 from tradeos.app import create_app
 from tradeos.config import Settings
 from tradeos.core.db import Database
+from tradeos.market import startup as market_startup
 from tradeos.notifications import gateway
 
 WS = "/api/v1/ws"
@@ -242,6 +243,78 @@ async def test_another_users_channel_is_refused(
         }
 
 
+@pytest.fixture
+def no_live_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app starts without its live feed: only the events a test publishes arrive."""
+    monkeypatch.setattr(market_startup, "live_feed", lambda *args: None)
+
+
+@pytest.mark.usefixtures("no_live_feed")  # before the app starts
+async def test_market_channels_take_any_spelling_of_the_symbol(
+    client: TestClient, alice: Someone
+) -> None:
+    with client.websocket_connect(WS) as ws:
+        authenticate(ws, token=alice.token)
+        ws.send_json(
+            {
+                "op": "subscribe",
+                "channels": ["tickers:btc-usd", "candles:BTCUSD:1h", "candles:eth/usd:1m"],
+            }
+        )
+        # Acknowledged under the canonical names, which the events then carry.
+        assert ws.receive_json() == {
+            "type": "subscribed",
+            "channels": ["tickers:BTC-USD", "candles:BTC-USD:1h", "candles:ETH-USD:1m"],
+        }
+        ws.send_json({"op": "subscribe", "channels": ["tickers:BTC/USD", "tickers:btc_usd"]})
+        assert ws.receive_json() == {"type": "subscribed", "channels": ["tickers:BTC-USD"]}
+        # The live feed publishes on the canonical topics.
+        for topic in ("tickers:BTC-USD", "candles:BTC-USD:1h", "candles:ETH-USD:1m"):
+            publish(client, topic, {"topic": topic})
+            assert ws.receive_json() == {
+                "type": "event",
+                "channel": topic,
+                "data": {"topic": topic},
+            }
+        ws.send_json({"op": "unsubscribe", "channels": ["tickers:BTCUSD"]})
+        assert ws.receive_json() == {"type": "unsubscribed", "channels": ["tickers:BTC-USD"]}
+        publish(client, "tickers:BTC-USD", {"gone": True})
+        publish(client, "candles:BTC-USD:1h", {"still": True})
+        assert ws.receive_json()["channel"] == "candles:BTC-USD:1h"
+
+
+@pytest.mark.parametrize(
+    ("channel", "says"),
+    [
+        ("candles:BTC-USD:2h", "Unknown timeframe '2h'"),
+        ("candles:BTC-USD:1M", "Unknown timeframe '1M'"),
+        ("candles:BTC-USD:", "Unknown timeframe ''"),
+        ("candles:BTC-USD", "use tickers:<SYMBOL>"),
+        ("candles:BTC-USD:1m:1h", "use tickers:<SYMBOL>"),
+        ("tickers:", "use tickers:<SYMBOL>"),
+        ("tickers:BTC USD", "use tickers:<SYMBOL>"),
+        ("tickers:NOPE-USD", "no instrument 'NOPE-USD'"),
+        ("candles:dogeusd:1m", "no instrument 'dogeusd'"),
+    ],
+)
+async def test_a_malformed_market_channel_is_refused(
+    client: TestClient, alice: Someone, channel: str, says: str
+) -> None:
+    with client.websocket_connect(WS) as ws:
+        authenticate(ws, token=alice.token)
+        ws.send_json({"op": "subscribe", "channels": ["tickers:BTC-USD", channel]})
+        frame = ws.receive_json()
+        assert frame["type"] == "error"
+        assert frame["code"] == "unknown-channel"
+        assert says in frame["message"]
+        assert set(frame) == {"type", "code", "message"}
+        # Nothing of the refused request was applied, and the connection still works.
+        publish(client, "tickers:BTC-USD", {"refused": True})
+        subscribe(ws, "leaderboard")
+        publish(client, "leaderboard", {"rank": 1})
+        assert ws.receive_json()["channel"] == "leaderboard"
+
+
 async def test_unsubscribe_stops_events(client: TestClient, alice: Someone) -> None:
     with client.websocket_connect(WS) as ws:
         authenticate(ws, token=alice.token)
@@ -259,10 +332,10 @@ async def test_too_many_channels_is_an_error_frame(
     monkeypatch.setattr(gateway, "MAX_CHANNELS", 3)
     with client.websocket_connect(WS) as ws:
         authenticate(ws, token=alice.token)
-        subscribe(ws, "tickers:A", "tickers:B")
-        ws.send_json({"op": "subscribe", "channels": ["tickers:C", "tickers:D"]})
+        subscribe(ws, "tickers:BTC-USD", "tickers:ETH-USD")
+        ws.send_json({"op": "subscribe", "channels": ["tickers:SOL-USD", "tickers:BNB-USD"]})
         assert ws.receive_json()["code"] == "too-many-channels"
-        subscribe(ws, "tickers:C")
+        subscribe(ws, "tickers:SOL-USD")
 
 
 async def test_malformed_json_and_unknown_op_keep_the_connection(

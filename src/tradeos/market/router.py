@@ -16,7 +16,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from tradeos.accounts.deps import AdminDep, ReaderDep, UserRateLimit
 from tradeos.config import Settings
-from tradeos.core.cache import Cache, CacheDep, cached
+from tradeos.core.cache import Cache, CacheDep, cached, cached_json
 from tradeos.core.db import utcnow
 from tradeos.core.deps import JobsDep, PageQuery, SessionDep, SettingsDep
 from tradeos.core.errors import ValidationFailed, field_error
@@ -27,7 +27,7 @@ from tradeos.market import jobs as market_jobs
 from tradeos.market import service
 from tradeos.market.providers.base import AssetClass
 from tradeos.market.providers.registry import MarketData
-from tradeos.market.resample import ResampledBar
+from tradeos.market.resample import ResampledBar, is_forming
 from tradeos.market.schemas import (
     CandlesOut,
     CryptocurrencyOut,
@@ -104,46 +104,61 @@ async def get_candles(
     settings: SettingsDep,
     timeframe: Timeframe = Timeframe.H1,
     start: Annotated[
-        Moment | None, Query(description="From this open time on (inclusive).")
+        Moment | None,
+        Query(
+            description="Bars opening at or after this moment (inclusive). A bar that opens "
+            "before `start` is left out, even if its period contains `start`."
+        ),
     ] = None,
-    end: Annotated[Moment | None, Query(description="Before this open time (exclusive).")] = None,
+    end: Annotated[
+        Moment | None,
+        Query(description="Bars opening before this moment (exclusive); may be in the future."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_CANDLES)] = service.DEFAULT_CANDLES,
 ) -> Response:
-    """OHLCV bars, oldest first: the last `limit` of [start, end). A timeframe not stored is
-    resampled from the finest stored one (UTC boundaries, weeks from Monday); `partial` marks
-    a bar whose period is not complete."""
+    """OHLCV bars, oldest first: the last `limit` bars that exist among those opening in
+    [start, end), for every timeframe and source alike. So a coarse bar whose period begins
+    before `start` is not included (weekly bars from a Wednesday start with the next Monday's
+    week): no bar is built from part of its period. `end` may be in the future: there are no
+    bars after the current one. A timeframe not stored is resampled from the finest stored
+    one (UTC boundaries, weeks from Monday). `partial` marks a bar still forming, its period
+    not ended yet; a bar whose period has ended is final, even if the market was closed for
+    part of it (a week of daily equity bars has five)."""
     _check_window(start, end)
     instrument = await service.get_instrument(session, symbol)
-    window_start, window_end = service.candle_window(timeframe, start, end, limit, utcnow())
+    now = utcnow()
+    window_start, window_end = service.candle_window(timeframe, start, end, limit, now)
 
     async def compute() -> dict[str, Any]:
         stored = await service.stored_candle_texts(
             session, instrument.id, timeframe, window_start, window_end, limit
         )
         if stored:  # the common case, and the one with thousands of bars: no Decimal at all
-            return _stored_candles_json(instrument.symbol, timeframe, stored)
+            return _stored_candles_json(instrument.symbol, timeframe, stored, utcnow())
         series = await service.candles(
             session, market_data.provider, instrument, timeframe, window_start, window_end, limit
         )
         return _candles_json(series)
 
-    if end is None:  # the latest bars change every second: not cached
-        body = await compute()
-    else:
+    # Up to 5,000 bars: written straight to JSON in the CandlesOut shape (the OpenAPI document
+    # and the tests hold it to that model). Building and serializing 5,000 Pydantic models
+    # took ten times as long as the query. A cached body is sent as the cache holds it.
+    if end is None or end > timeframe.floor(now):
+        # The window holds the bar still forming (or may, by the time it is read again):
+        # never cached, or that bar would be served frozen.
+        body = orjson.dumps(await compute())
+    else:  # every bar of the window has closed: the answer can only change by a write
         key = ":".join(
             ("candles", instrument.symbol, timeframe, window_start.isoformat(), end.isoformat())
         )
-        body = await cached(
+        body = await cached_json(
             cache,
             f"{key}:{limit}",
             compute,
             ttl=settings.market_cache_seconds,
             tags=[service.candles_tag(instrument.symbol)],
         )
-    # Up to 5,000 bars: written straight to JSON in the CandlesOut shape (the OpenAPI document
-    # and the tests hold it to that model). Building and serializing 5,000 Pydantic models
-    # took ten times as long as the query.
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 def _candles_json(series: service.CandleSeries) -> dict[str, Any]:
@@ -167,9 +182,25 @@ def _bar_text(item: ResampledBar) -> tuple[str, str, str, str, str, str, bool]:
 
 
 def _stored_candles_json(
-    symbol: str, timeframe: Timeframe, rows: list[tuple[str, str, str, str, str, str]]
+    symbol: str,
+    timeframe: Timeframe,
+    rows: list[tuple[str, str, str, str, str, str]],
+    now: datetime,
 ) -> dict[str, Any]:
-    return _candles_body(symbol, timeframe, "stored", ((*row, False) for row in rows))
+    # Oldest first, so only a tail of the rows can still be forming (at most one bar, as
+    # stored bars open on boundaries): the rest are not parsed.
+    forming = 0
+    for row in reversed(rows):
+        if not is_forming(datetime.fromisoformat(row[0]), timeframe, now):
+            break
+        forming += 1
+    closed = len(rows) - forming
+    return _candles_body(
+        symbol,
+        timeframe,
+        "stored",
+        ((*row, index >= closed) for index, row in enumerate(rows)),
+    )
 
 
 def _candles_body(

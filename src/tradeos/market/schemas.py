@@ -32,7 +32,7 @@ class CandleOut(BaseModel):
     low: PlainDecimal
     close: PlainDecimal
     volume: PlainDecimal
-    partial: bool = Field(description="The bar's period is not complete (current bar, or a gap).")
+    partial: bool = Field(description="The bar is still forming: its period has not ended.")
 
 
 class CandlesOut(BaseModel):

@@ -47,7 +47,7 @@ from tradeos.market.providers.base import (
     UnknownSymbol,
 )
 from tradeos.market.providers.registry import primary_of, sourced_candles, sourced_ticker
-from tradeos.market.resample import ResampledBar, resample
+from tradeos.market.resample import ResampledBar, is_forming, resample
 from tradeos.market.timeframes import ORDERED, Timeframe
 
 if TYPE_CHECKING:
@@ -158,11 +158,17 @@ class CandleSeries:
 def candle_window(
     timeframe: Timeframe, start: datetime | None, end: datetime | None, limit: int, now: datetime
 ) -> tuple[datetime, datetime]:
-    """The [start, end) asked for: `end` defaults to now (the current bar included), `start`
-    to `limit` bars before `end`."""
-    end = end or now + timeframe.delta
-    start = start or timeframe.floor(end) - timeframe.delta * limit
-    return start, end
+    """The window of bars a read covers: the bars opening in [start, end). `start` is rounded
+    up to a bar boundary (a coarse bar that opens before `start` is left out, rather than
+    aggregated from the part of its period after `start`); `end` is cut at the end of the bar
+    open at `now` (no bar exists after now) and defaults to it; `start` defaults to `limit`
+    bars before `end`."""
+    current_end = timeframe.floor(now) + timeframe.delta
+    end = current_end if end is None else min(end, current_end)
+    if start is None:
+        return timeframe.floor(end) - timeframe.delta * limit, end
+    first = timeframe.floor(start)
+    return (first if first == start else first + timeframe.delta), end
 
 
 async def candles(
@@ -174,21 +180,28 @@ async def candles(
     end: datetime,
     limit: int,
 ) -> CandleSeries:
-    """The last `limit` bars with start <= open time < end, oldest first: stored bars of the
-    timeframe; else bars of the finest stored timeframe that tiles it, resampled; else, for
-    instruments of the live provider, bars it produces (or its fallback, which `source` then
-    names). A provider that cannot answer is a 503 problem."""
+    """The last `limit` bars that exist with start <= open time < end, oldest first (the window
+    clamped by `candle_window`): stored bars of the timeframe; else bars of the finest stored
+    timeframe that tiles it, resampled; else, for instruments of the live provider, bars it
+    produces (or its fallback, which `source` then names). A bar is partial while its period
+    has not ended. A provider that cannot answer is a 503 problem."""
+    now = utcnow()
+    start, end = candle_window(timeframe, start, end, limit, now)
+    if start >= end:
+        return CandleSeries(instrument.symbol, timeframe, "stored", [])
     stored = await _stored(session, instrument.id, timeframe, start, end, limit)
     if stored:
-        return CandleSeries(instrument.symbol, timeframe, "stored", _whole(stored))
+        return CandleSeries(instrument.symbol, timeframe, "stored", _marked(stored, timeframe, now))
     finer = await _finest_stored(session, instrument.id, timeframe, start, end)
     if finer is not None:
-        # The fine bars of the last `limit` coarse periods only.
-        span_start = max(start, timeframe.floor(end) - timeframe.delta * limit)
-        fine = await _stored(session, instrument.id, finer, span_start, end, None)
-        bars = list(resample(fine, finer, timeframe))[-limit:]
+        fine = await _fine_bars_of_last_periods(
+            session, instrument.id, finer, timeframe, start, end, limit
+        )
+        bars = list(resample(fine, finer, timeframe, now=now))
         return CandleSeries(instrument.symbol, timeframe, f"resampled:{finer}", bars)
     if provider is not None and provider.name == instrument.provider:
+        # A provider's bars are contiguous: the last `limit` periods before `end` (which is at
+        # most the end of the bar open now) hold the last `limit` bars.
         span_start = max(start, timeframe.floor(end) - timeframe.delta * limit)
         try:
             source, produced = await sourced_candles(
@@ -196,18 +209,67 @@ async def candles(
             )
         except ProviderError as exc:
             raise _provider_problem(provider, instrument, exc) from exc
-        now = utcnow()
-        bars = [
-            ResampledBar(bar, partial=bar.open_time + timeframe.delta > now)
-            for bar in produced[-limit:]
-        ]
-        return CandleSeries(instrument.symbol, timeframe, source, bars)
+        return CandleSeries(
+            instrument.symbol, timeframe, source, _marked(produced[-limit:], timeframe, now)
+        )
     return CandleSeries(instrument.symbol, timeframe, "stored", [])
 
 
-def _whole(rows: Sequence[Bar]) -> list[ResampledBar]:
-    now = utcnow()
-    return [ResampledBar(bar, partial=False) for bar in rows if bar.open_time <= now]
+def _marked(rows: Sequence[Bar], timeframe: Timeframe, now: datetime) -> list[ResampledBar]:
+    """The bars that have opened, each partial while its period has not ended."""
+    return [
+        ResampledBar(bar, partial=is_forming(bar.open_time, timeframe, now))
+        for bar in rows
+        if bar.open_time <= now
+    ]
+
+
+# Fine bars read per query while looking for the last `limit` coarse periods.
+_FINE_CHUNK: Final = 20_000
+
+
+async def _fine_bars_of_last_periods(
+    session: AsyncSession,
+    instrument_id: int,
+    finer: Timeframe,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[Bar]:
+    """The stored `finer` bars of the last `limit` periods of `timeframe` that have any, with
+    start <= open time < end, oldest first. Read newest first, chunk by chunk, until a bar of
+    one period more shows the last wanted period is whole: gaps (weekends, missing history)
+    cost no bars, where counting `limit` periods back from `end` would."""
+    newest_first: list[Bar] = []
+    periods: list[datetime] = []
+    upper = end
+    while True:
+        rows = (
+            await session.execute(
+                select(*_BAR_COLUMNS)
+                .where(
+                    Candle.instrument_id == instrument_id,
+                    Candle.timeframe == finer.value,
+                    Candle.open_time >= start,
+                    Candle.open_time < upper,
+                )
+                .order_by(Candle.open_time.desc())
+                .limit(_FINE_CHUNK)
+            )
+        ).all()
+        for row in rows:
+            period = timeframe.floor(row[0])
+            if not periods or periods[-1] != period:
+                if len(periods) == limit:
+                    newest_first.reverse()
+                    return newest_first
+                periods.append(period)
+            newest_first.append(Bar(*row))
+        if len(rows) < _FINE_CHUNK:
+            newest_first.reverse()
+            return newest_first
+        upper = rows[-1][0]
 
 
 async def _stored(

@@ -20,6 +20,11 @@ connection stays open.
 Channels: public `tickers:<SYMBOL>`, `candles:<SYMBOL>:<tf>`, `leaderboard` (event topics of the
 same name); private `notifications`, `orders`, `positions`, `jobs`, which carry the event topic
 `user:<your id>:<channel>` and so only ever your own events. A channel named `user:…` is refused.
+A market channel's symbol is taken in any spelling the REST endpoints accept (`btc-usd`,
+`BTCUSD`, `BTC/USD`) and stands for the instrument's canonical symbol: the acknowledgement and
+the events name the channel canonically (`tickers:BTC-USD`). An instrument that does not exist,
+a timeframe that is not one of the candle timeframes (1m 5m 15m 30m 1h 4h 1d 1w) or a malformed
+market channel is refused with an error frame, like any unknown channel.
 
 Close codes: 1001 idle (no client message for IDLE_TIMEOUT_SECONDS) or server going away,
 1011 event transport lost, 1013 slow consumer (the bounded send queue filled up, or the event
@@ -41,7 +46,7 @@ from starlette.websockets import WebSocketState
 
 from tradeos.accounts import service as accounts
 from tradeos.accounts.service import Principal
-from tradeos.core.errors import TradeOSError
+from tradeos.core.errors import NotFound, TradeOSError
 from tradeos.core.events import (
     EventBus,
     EventsUnavailable,
@@ -49,6 +54,8 @@ from tradeos.core.events import (
     SubscriptionClosed,
     SubscriptionOverflow,
 )
+from tradeos.market import service as market
+from tradeos.market.timeframes import Timeframe
 
 __all__ = ["routers"]
 
@@ -70,8 +77,9 @@ CLOSE_FORBIDDEN: Final = 4403
 
 PRIVATE_CHANNELS: Final = frozenset({"notifications", "orders", "positions", "jobs"})
 _SYMBOL: Final = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,39}"
-_TICKERS = re.compile(rf"tickers:{_SYMBOL}")
-_CANDLES = re.compile(rf"candles:{_SYMBOL}:[0-9]{{1,3}}[smhdwM]")
+_TICKERS = re.compile(rf"tickers:(?P<symbol>{_SYMBOL})")
+_CANDLES = re.compile(rf"candles:(?P<symbol>{_SYMBOL}):(?P<timeframe>[^:]*)")
+_TIMEFRAMES: Final = tuple(timeframe.value for timeframe in Timeframe)
 
 router = APIRouter(tags=["websocket"])
 
@@ -97,8 +105,17 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
 
+def _unknown_channel(channel: str) -> _Refused:
+    return _Refused(
+        "unknown-channel",
+        f"Unknown channel {channel[:100]!r}: use tickers:<SYMBOL>, candles:<SYMBOL>:<timeframe>, "
+        "leaderboard, notifications, orders, positions or jobs.",
+    )
+
+
 def _topic_for(channel: Any, principal: Principal) -> str:
-    """The event topic behind `channel`, or _Refused."""
+    """The event topic behind `channel` (for a market channel, with its symbol as written:
+    `_Connection._channel` makes it canonical), or _Refused."""
     if not isinstance(channel, str) or not channel:
         raise _Refused("invalid-channel", "A channel is a non-empty string.")
     if channel in PRIVATE_CHANNELS:
@@ -109,13 +126,18 @@ def _topic_for(channel: Any, principal: Principal) -> str:
             f"{channel!r} is not a channel; private channels are "
             f"{', '.join(sorted(PRIVATE_CHANNELS))} and carry only your own events.",
         )
-    if channel == "leaderboard" or _TICKERS.fullmatch(channel) or _CANDLES.fullmatch(channel):
+    if channel == "leaderboard" or _TICKERS.fullmatch(channel):
         return channel
-    raise _Refused(
-        "unknown-channel",
-        f"Unknown channel {channel[:100]!r}: use tickers:<SYMBOL>, candles:<SYMBOL>:<timeframe>, "
-        "leaderboard, notifications, orders, positions or jobs.",
-    )
+    candles = _CANDLES.fullmatch(channel)
+    if candles is not None:
+        if candles["timeframe"] not in _TIMEFRAMES:
+            raise _Refused(
+                "unknown-channel",
+                f"Unknown timeframe {candles['timeframe'][:10]!r} in {channel[:100]!r}: "
+                f"candles:<SYMBOL>:<timeframe> takes one of {', '.join(_TIMEFRAMES)}.",
+            )
+        return channel
+    raise _unknown_channel(channel)
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -187,6 +209,7 @@ class _Connection:
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
         self.client_gone = False
+        self.symbols: dict[str, str] = {}  # symbol as a client wrote it -> canonical symbol
 
     # -- shutting down --
 
@@ -287,7 +310,7 @@ class _Connection:
                 raise _Refused(
                     "too-many-channels", f"A connection may hold at most {MAX_CHANNELS} channels."
                 )
-            wanted = {channel: _topic_for(channel, self.principal) for channel in channels}
+            wanted = dict([await self._channel(channel) for channel in channels])
             if op == "subscribe":
                 await self._subscribe(wanted)
             else:
@@ -297,6 +320,35 @@ class _Connection:
                 "unknown-op",
                 f"Unknown op {op[:50]!r}: use subscribe, unsubscribe, ping or pong.",
             )
+
+    async def _channel(self, channel: Any) -> tuple[str, str]:
+        """(the channel's canonical name, its event topic), or _Refused. A market channel's
+        symbol is resolved as the REST endpoints resolve it: BTCUSD, btc-usd -> BTC-USD."""
+        topic = _topic_for(channel, self.principal)
+        found = _TICKERS.fullmatch(channel) or _CANDLES.fullmatch(channel)
+        if found is None:
+            return channel, topic
+        symbol = await self._symbol(found["symbol"], channel)
+        timeframe = found.groupdict().get("timeframe")
+        canonical = f"tickers:{symbol}" if timeframe is None else f"candles:{symbol}:{timeframe}"
+        return canonical, canonical
+
+    async def _symbol(self, text: str, channel: str) -> str:
+        if text not in self.symbols:
+            database = self.websocket.app.state.database
+            try:
+                async with database.session(write=False) as session:
+                    instrument = await market.get_instrument(session, text)
+            except NotFound:
+                raise _Refused(
+                    "unknown-channel",
+                    f"Unknown channel {channel[:100]!r}: there is no instrument {text!r} "
+                    "(GET /api/v1/market/instruments lists them).",
+                ) from None
+            if len(self.symbols) >= 4 * MAX_CHANNELS:  # bounded, whatever a client sends
+                self.symbols.clear()
+            self.symbols[text] = instrument.symbol
+        return self.symbols[text]
 
     async def _subscribe(self, wanted: dict[str, str]) -> None:
         new = {**self.channels, **wanted}
