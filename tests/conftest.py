@@ -45,6 +45,17 @@ def pytest_report_header() -> list[str]:
     return [f"tradeos backends: database={database}, cache/events={cache}"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _job_processes_warmed_up() -> None:
+    """A process that runs jobs warms numeric code up in a background thread as it starts
+    (core.jobs `on_worker_start`). In the suite that happens once, here, before any test, so no
+    test shares the machine, or its memory measurements, with a compiling thread."""
+    import tradeos.jobs  # noqa: F401 - registers every hook
+    from tradeos.core.jobs import queue
+
+    asyncio.run(queue._run_worker_start_hooks())
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reads the developer's .env or a cached settings object, or writes outside tmp."""

@@ -38,6 +38,12 @@ RULES_BEYOND_THE_SCHEMA = {
     "/api/v1/market/candles/{symbol}",
     "/api/v1/cryptocurrencies",  # min_market_cap must not be above max_market_cap
     "/api/v1/cryptocurrencies/{symbol}/history",  # start before end
+    # Orders: prices and quantities must be whole ticks and steps of the instrument, the
+    # account must afford them and the risk profile allow them; an account name is unique.
+    "/api/v1/orders",
+    "/api/v1/accounts",
+    "/api/v1/positions/{symbol}",  # a symbol may name no instrument (404)
+    "/api/v1/risk/profile",  # percentages are 0 to 100: a bound a string's schema cannot state
     # A formula must be one the formula language accepts, and default_params must name its
     # parameters.
     "/api/v1/strategies",

@@ -45,7 +45,9 @@ from tradeos.market import startup as market_startup
 from tradeos.market.router import routers as market_routers
 from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
+from tradeos.risk.router import routers as risk_routers
 from tradeos.strategies.router import routers as strategies_routers
+from tradeos.trading.router import routers as trading_routers
 
 API_PREFIX = "/api/v1"
 GZIP_MINIMUM_BYTES = 1024
@@ -69,6 +71,8 @@ def _api_router() -> APIRouter:
         *gateway_routers,
         *market_routers,
         *strategies_routers,
+        *trading_routers,
+        *risk_routers,
     ):
         api.include_router(router)
     return api

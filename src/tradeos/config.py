@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import secrets
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -149,6 +150,12 @@ class Settings(BaseSettings):
     sim_seed: int = Field(default=42, ge=0, le=2**63 - 1)
     market_cache_seconds: int = Field(default=300, ge=1, le=86400)
     price_history_keep_days: int = Field(default=365, ge=1, le=36500)
+    # Paper trading fills (the fill model shared with backtests): slippage of a taker fill in
+    # basis points, fees in percent of the notional, and the smallest fee of one fill.
+    paper_slippage_bps: Decimal = Field(default=Decimal(5), ge=0, le=1000)
+    paper_taker_fee_percent: Decimal = Field(default=Decimal("0.1"), ge=0, le=10)
+    paper_maker_fee_percent: Decimal = Field(default=Decimal("0.1"), ge=0, le=10)
+    paper_min_fee: Decimal = Field(default=Decimal(0), ge=0, le=1000)
     # Serves candles and tickers when MARKET_PROVIDER fails: none, sim, or ccxt (a second
     # exchange, CCXT_FALLBACK_EXCHANGE).
     market_fallback_provider: Literal["none", "sim", "ccxt"] = "none"

@@ -14,7 +14,9 @@ from tradeos.core.db import Base
 from tradeos.core.jobs.models import JobRun, JobWorker
 from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
 from tradeos.notifications.models import Notification, NotificationPreferences
+from tradeos.risk.models import RiskProfileRow
 from tradeos.strategies.models import Strategy, StrategyTag
+from tradeos.trading.models import Fill, Order, Position, TradingAccount
 
 __all__ = [
     "ApiKey",
@@ -24,6 +26,7 @@ __all__ = [
     "Candle",
     "CryptoListing",
     "Device",
+    "Fill",
     "Instrument",
     "JobRun",
     "JobWorker",
@@ -31,9 +34,13 @@ __all__ = [
     "License",
     "Notification",
     "NotificationPreferences",
+    "Order",
+    "Position",
     "PriceSnapshot",
     "RefreshToken",
+    "RiskProfileRow",
     "Strategy",
     "StrategyTag",
+    "TradingAccount",
     "User",
 ]

@@ -53,6 +53,7 @@ from tradeos.core.security import (
     token_digest,
     verify_password,
 )
+from tradeos.trading import service as trading_service
 
 logger = structlog.get_logger("tradeos.accounts")
 
@@ -234,6 +235,7 @@ async def create_user(
     session.add(user)
     await session.flush()
     session.add(_license_for(user))
+    await trading_service.create_default_account(session, user.id)
     record_audit(
         session,
         Audit.REGISTERED,

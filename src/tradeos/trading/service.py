@@ -1,0 +1,901 @@
+"""Paper trading use cases: trading accounts, orders and their fills, positions.
+
+The hard logic is pure (orders.py, positions.py, ledger.py, fill_model.py, risk/rules.py); this
+module loads rows, calls it, and writes back what it decided, inside the request's unit of work.
+
+Placing an order (`place_order`):
+
+1. The instrument and its current tick come from the market service, before any lock is taken.
+2. The account row is locked (`SELECT … FOR UPDATE` on PostgreSQL; SQLite runs one writer at a
+   time, its write transactions begin IMMEDIATE), so concurrent orders on one account are
+   serialized and nothing spends `available` twice.
+3. A `client_order_id` already used on the account returns the first order (`created=False`).
+4. `orders.validate_order` (422 naming the fields), the ledger's reservation (a short sale in an
+   account without `allow_short` is a 422), then `risk.rules.check_order` with the account's
+   risk profile (422 naming the rule, its limit and the order's value).
+5. The order is accepted and its reservation taken; then it is matched once against the tick
+   (`orders.match(on_arrival=True)`): a market order, a marketable limit order and a stop whose
+   price is already reached fill at once, in this same transaction (fill row, order, position,
+   balance). Others rest, accepted: their later fills, driven by price events, are not built yet.
+
+A refused order is not stored: the 422 rolls the unit of work back. Its `order.rejected` event is
+published at once (there is no commit to wait for).
+
+What the risk rules are told: equity is cash plus the positions at their last price; today's
+trades are the orders placed since 00:00 UTC (or the reset, if later); today's loss is today's
+realized PnL and fees plus the open positions' unrealized PnL, measured from their entry (a
+day-start mark is not kept yet); the day-start equity is the current equity.
+
+Resetting a paper account cancels its open orders, deletes its positions and sets the cash back to
+the starting balance; orders and fills stay as history. `reset_at` marks where the new start is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, localcontext
+from typing import Any, Final
+
+import structlog
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tradeos.config import Settings
+from tradeos.core.db import strip_trailing_zeros, utcnow
+from tradeos.core.errors import Conflict, NotFound, TradeOSError, ValidationFailed, field_error
+from tradeos.core.events import EventBus, publish_after_commit
+from tradeos.core.fields import decimal_text
+from tradeos.core.pagination import Sorting
+from tradeos.market import service as market_service
+from tradeos.market.providers.base import AssetClass, InstrumentSpec, MarketProvider, Tick
+from tradeos.notifications import service as notifications
+from tradeos.risk import rules
+from tradeos.risk import service as risk_service
+from tradeos.trading import ledger, orders, positions
+from tradeos.trading.errors import InsufficientFunds, OrderInvalid, ShortSaleNotAllowed
+from tradeos.trading.fill_model import FillModel
+from tradeos.trading.models import Fill, Order, Position, TradingAccount
+from tradeos.trading.orders import ARITHMETIC, ZERO, OrderSide, OrderStatus
+from tradeos.trading.schemas import (
+    DEFAULT_ACCOUNT_NAME,
+    DEFAULT_STARTING_BALANCE,
+    AccountCreate,
+    AccountDetailOut,
+    AccountOut,
+    FillOut,
+    OrderCreate,
+    OrderDetailOut,
+    OrderOut,
+    PositionOut,
+)
+
+logger = structlog.get_logger("tradeos.trading")
+
+OPEN: Final = tuple(status.value for status in orders.OPEN_STATUSES)
+
+
+class RiskRefused(ValidationFailed):
+    """An order a risk rule refused: the problem names the rule, its limit and the value."""
+
+    slug = "risk-rule-violated"
+    title = "Order refused by a risk rule"
+
+
+def orders_channel(user_id: int) -> str:
+    return f"user:{user_id}:orders"
+
+
+def positions_channel(user_id: int) -> str:
+    return f"user:{user_id}:positions"
+
+
+def fill_model(settings: Settings) -> FillModel:
+    """The paper accounts' fill model: the settings' slippage and fees (percent -> fraction)."""
+    return FillModel(
+        taker_fee_rate=settings.paper_taker_fee_percent / 100,
+        maker_fee_rate=settings.paper_maker_fee_percent / 100,
+        min_fee=settings.paper_min_fee,
+        slippage_bps=settings.paper_slippage_bps,
+    )
+
+
+# -- accounts ---------------------------------------------------------------------------------
+
+
+async def create_account(
+    session: AsyncSession, user_id: int, body: AccountCreate
+) -> TradingAccount:
+    """A new paper account; 409 when the user has an account of that name."""
+    taken = await session.scalar(
+        select(TradingAccount.id).where(
+            TradingAccount.owner_id == user_id, TradingAccount.name == body.name
+        )
+    )
+    if taken is not None:
+        raise Conflict(f"You already have an account named {body.name!r}.")
+    account = TradingAccount(
+        owner_id=user_id,
+        name=body.name,
+        kind=body.kind,
+        base_currency=body.base_currency,
+        starting_balance=body.starting_balance,
+        cash_total=body.starting_balance,
+        cash_reserved=ZERO,
+        allow_short=body.allow_short,
+        trading_state=rules.TradingState.ACTIVE.value,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(account)
+            await session.flush()
+    except IntegrityError:  # the same name created concurrently
+        raise Conflict(f"You already have an account named {body.name!r}.") from None
+    return account
+
+
+async def create_default_account(session: AsyncSession, user_id: int) -> TradingAccount:
+    """Every new user's "Paper" account with 100,000 USD."""
+    return await create_account(
+        session,
+        user_id,
+        AccountCreate(name=DEFAULT_ACCOUNT_NAME, starting_balance=DEFAULT_STARTING_BALANCE),
+    )
+
+
+ACCOUNT_SORT = Sorting(
+    {"created": TradingAccount.created_at, "name": TradingAccount.name},
+    default="created",
+    tie_breaker=TradingAccount.id,
+)
+
+
+def accounts_query(user_id: int) -> Select[TradingAccount]:
+    return select(TradingAccount).where(TradingAccount.owner_id == user_id)
+
+
+async def get_account(
+    session: AsyncSession, user_id: int, account_id: int, *, lock: bool = False
+) -> TradingAccount:
+    """The user's account, or 404 (another user's account is 404 too). `lock`: the row is
+    locked until the unit of work ends."""
+    query = select(TradingAccount).where(
+        TradingAccount.id == account_id, TradingAccount.owner_id == user_id
+    )
+    if lock:
+        # populate_existing: a row read earlier in this unit of work is read again under the
+        # lock, never taken stale from the session's identity map.
+        query = query.with_for_update().execution_options(populate_existing=True)
+    account = await session.scalar(query)
+    if account is None:
+        raise NotFound("No such trading account.")
+    return account
+
+
+def _balance(account: TradingAccount) -> ledger.Balance:
+    return ledger.Balance(account.cash_total, account.cash_reserved)
+
+
+def account_out(account: TradingAccount) -> AccountOut:
+    return AccountOut(**_account_fields(account))
+
+
+def _account_fields(account: TradingAccount) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "kind": account.kind,
+        "base_currency": account.base_currency,
+        "starting_balance": account.starting_balance,
+        "allow_short": account.allow_short,
+        "trading_state": account.trading_state,
+        "cash": account.cash_total,
+        "reserved": account.cash_reserved,
+        "available": _balance(account).available,
+        "created_at": account.created_at,
+        "reset_at": account.reset_at,
+    }
+
+
+async def _positions_of(session: AsyncSession, account_id: int) -> list[Position]:
+    return list(
+        await session.scalars(
+            select(Position).where(Position.account_id == account_id).order_by(Position.symbol)
+        )
+    )
+
+
+def _pure(row: Position) -> positions.Position:
+    return positions.Position(row.symbol, row.quantity, row.cost, row.realized_pnl, row.fees_paid)
+
+
+async def mark_prices(
+    session: AsyncSession, provider: MarketProvider | None, symbols: Iterable[str]
+) -> dict[str, Decimal | None]:
+    """The last price of each symbol from the market service; None when it has none now (the
+    position is then valued at its cost)."""
+    marks: dict[str, Decimal | None] = {}
+    for symbol in sorted(set(symbols)):
+        try:
+            instrument = await market_service.get_instrument(session, symbol)
+            stats = await market_service.ticker(session, provider, instrument)
+            marks[symbol] = stats.tick.last
+        except TradeOSError as exc:
+            logger.warning("mark_price_unavailable", symbol=symbol, error=exc.detail)
+            marks[symbol] = None
+    return marks
+
+
+@dataclass(frozen=True)
+class Valuation:
+    equity: Decimal
+    market_value: Decimal
+    gross_exposure: Decimal
+    unrealized_pnl: Decimal
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    margin_used: Decimal
+    open_positions: int
+
+
+def valuation(
+    account: TradingAccount, rows: Sequence[Position], marks: Mapping[str, Decimal | None]
+) -> Valuation:
+    """The account at the marks (a position without a mark counts at its cost)."""
+    with localcontext(ARITHMETIC):
+        market_value = gross = unrealized = realized = fees = margin = ZERO
+        open_count = 0
+        for row in rows:
+            position = _pure(row)
+            mark = marks.get(row.symbol)
+            value = position.cost if mark is None else positions.market_value(position, mark)
+            market_value += value
+            gross += abs(value)
+            if mark is not None:
+                unrealized += positions.unrealized_pnl(position, mark)
+            realized += position.realized_pnl
+            fees += position.fees_paid
+            margin += ledger.short_collateral(position)
+            open_count += not position.is_flat
+        return Valuation(
+            equity=account.cash_total + market_value,
+            market_value=market_value,
+            gross_exposure=gross,
+            unrealized_pnl=unrealized,
+            realized_pnl=realized,
+            fees_paid=fees,
+            margin_used=margin,
+            open_positions=open_count,
+        )
+
+
+async def account_detail(
+    session: AsyncSession, provider: MarketProvider | None, user_id: int, account_id: int
+) -> AccountDetailOut:
+    account = await get_account(session, user_id, account_id)
+    rows = await _positions_of(session, account.id)
+    marks = await mark_prices(session, provider, (row.symbol for row in rows if row.quantity))
+    worth = valuation(account, rows, marks)
+    return AccountDetailOut(
+        **_account_fields(account),
+        equity=worth.equity,
+        market_value=worth.market_value,
+        unrealized_pnl=worth.unrealized_pnl,
+        realized_pnl=worth.realized_pnl,
+        fees_paid=worth.fees_paid,
+        margin_used=worth.margin_used,
+    )
+
+
+async def reset_account(
+    session: AsyncSession, events: EventBus, user_id: int, account_id: int
+) -> TradingAccount:
+    """Start the paper account over: open orders canceled, positions deleted, cash back to the
+    starting balance, trading state active. Orders and fills stay, as history."""
+    account = await get_account(session, user_id, account_id, lock=True)
+    now = utcnow()
+    open_orders = await session.scalars(
+        select(Order).where(Order.account_id == account.id, Order.status.in_(OPEN))
+    )
+    for order in open_orders:
+        order.status = orders.transition(OrderStatus(order.status), OrderStatus.CANCELED).value
+        order.reserved = ZERO
+        order.cancel_reason = "account reset"
+        _publish_order(session, events, user_id, "order.canceled", order)
+    await session.execute(delete(Position).where(Position.account_id == account.id))
+    account.cash_total = account.starting_balance
+    account.cash_reserved = ZERO
+    account.trading_state = rules.TradingState.ACTIVE.value
+    account.reset_at = now
+    await session.flush()
+    publish_after_commit(
+        session,
+        events,
+        positions_channel(user_id),
+        {"event": "positions.reset", "account_id": account.id},
+    )
+    return account
+
+
+# -- orders -----------------------------------------------------------------------------------
+
+
+def order_out(order: Order) -> OrderOut:
+    return OrderOut.model_validate(order)
+
+
+def _publish_order(
+    session: AsyncSession, events: EventBus, user_id: int, event: str, order: Order
+) -> None:
+    publish_after_commit(
+        session,
+        events,
+        orders_channel(user_id),
+        {"event": event, "order": order_out(order).model_dump(mode="json")},
+    )
+
+
+def _position_out(
+    row: Position, mark: Decimal | None, account_id: int | None = None
+) -> PositionOut:
+    position = _pure(row)
+    return PositionOut(
+        account_id=account_id or row.account_id,
+        symbol=row.symbol,
+        quantity=position.quantity,
+        average_entry_price=position.average_price,
+        mark_price=mark,
+        market_value=None if mark is None else positions.market_value(position, mark),
+        cost=position.cost,
+        realized_pnl=position.realized_pnl,
+        unrealized_pnl=None if mark is None else positions.unrealized_pnl(position, mark),
+        fees_paid=position.fees_paid,
+        opened_at=row.opened_at,
+    )
+
+
+def _spec(instrument: Any) -> InstrumentSpec:
+    return InstrumentSpec(
+        symbol=instrument.symbol,
+        name=instrument.name,
+        asset_class=AssetClass(instrument.asset_class),
+        base=instrument.base,
+        quote=instrument.quote,
+        tick_size=instrument.tick_size,
+        quantity_step=instrument.quantity_step,
+    )
+
+
+def _invalid(errors: Iterable[tuple[str, str]], detail: str) -> ValidationFailed:
+    return ValidationFailed(
+        detail, errors=[field_error(f"body.{field}", message) for field, message in errors]
+    )
+
+
+def _reservation_price(order: orders.Order, tick: Tick) -> Decimal:
+    """What the ledger reserves against: the limit, the stop, or the ask / bid."""
+    if order.limit_price is not None:
+        return order.limit_price
+    if order.stop_price is not None:
+        return order.stop_price
+    return tick.ask if order.side is OrderSide.BUY else tick.bid
+
+
+async def _find_by_client_id(
+    session: AsyncSession, account_id: int, client_order_id: str
+) -> Order | None:
+    return await session.scalar(
+        select(Order).where(
+            Order.account_id == account_id, Order.client_order_id == client_order_id
+        )
+    )
+
+
+async def _trades_today(session: AsyncSession, account: TradingAccount, now: datetime) -> int:
+    since = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if account.reset_at is not None and account.reset_at > since:
+        since = account.reset_at
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Order)
+        .where(Order.account_id == account.id, Order.created_at >= since)
+    )
+    return int(count or 0)
+
+
+async def _day_results(
+    session: AsyncSession, account: TradingAccount, now: datetime
+) -> tuple[Decimal, Decimal]:
+    """(realized PnL, fees) of today's fills (since the reset, if it was today)."""
+    since = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if account.reset_at is not None and account.reset_at > since:
+        since = account.reset_at
+    rows = await session.execute(
+        select(Fill.realized_pnl, Fill.fee).where(Fill.account_id == account.id, Fill.time >= since)
+    )
+    realized = fees = ZERO
+    with localcontext(ARITHMETIC):
+        for pnl, fee in rows:
+            realized += pnl
+            fees += fee
+    return realized, fees
+
+
+async def place_order(
+    session: AsyncSession,
+    events: EventBus,
+    provider: MarketProvider | None,
+    settings: Settings,
+    user_id: int,
+    body: OrderCreate,
+) -> tuple[Order, bool]:
+    """The order placed (see the module's doc), and whether it is new: False when
+    `client_order_id` named an order placed before, which is returned as it is."""
+    if body.client_order_id is not None:  # a retry answers without a price or a lock
+        await get_account(session, user_id, body.account_id)
+        found = await _find_by_client_id(session, body.account_id, body.client_order_id)
+        if found is not None:
+            return found, False
+    else:
+        await get_account(session, user_id, body.account_id)
+    try:
+        instrument = await market_service.get_instrument(session, body.symbol)
+    except NotFound as exc:
+        raise _invalid([("symbol", "no such instrument")], exc.detail) from None
+    if instrument.status != "trading":
+        status = f"{instrument.symbol} is {instrument.status}"
+        raise _invalid([("symbol", status)], f"{status}: it is not trading now.")
+    spec = _spec(instrument)
+    tick = (await market_service.ticker(session, provider, instrument)).tick
+
+    account = await get_account(session, user_id, body.account_id, lock=True)
+    if body.client_order_id is not None:  # placed meanwhile, while this request waited
+        found = await _find_by_client_id(session, account.id, body.client_order_id)
+        if found is not None:
+            return found, False
+
+    request = orders.OrderRequest(
+        side=body.side,
+        type=body.type,
+        quantity=body.quantity,
+        notional=body.notional,
+        limit_price=body.limit_price,
+        stop_price=body.stop_price,
+        time_in_force=body.time_in_force,
+        stop_loss=body.stop_loss,
+        take_profit=body.take_profit,
+    )
+    reference = tick.ask if body.side is OrderSide.BUY else tick.bid
+    try:
+        order = orders.validate_order(request, spec, reference)
+    except OrderInvalid as exc:
+        errors = [(error.field, error.message) for error in exc.errors]
+        await _publish_rejected(events, user_id, body, str(exc))
+        raise _invalid(errors, f"The order is invalid: {exc}") from None
+
+    position_row = await session.scalar(
+        select(Position).where(Position.account_id == account.id, Position.symbol == spec.symbol)
+    )
+    position_quantity = position_row.quantity if position_row is not None else ZERO
+    model = fill_model(settings)
+    price = _reservation_price(order, tick)
+    try:
+        reservation = ledger.order_reservation(
+            order.side,
+            order.quantity,
+            price,
+            model,
+            position_quantity=position_quantity,
+            allow_short=account.allow_short,
+        )
+    except ShortSaleNotAllowed as exc:
+        await _publish_rejected(events, user_id, body, str(exc))
+        raise _invalid([("side", str(exc))], "This account does not permit short sales.") from None
+
+    violations = await _risk_violations(
+        session, provider, account, spec, order, body, price, reservation, position_quantity, tick
+    )
+    if violations:
+        first = violations[0]
+        await _publish_rejected(events, user_id, body, first.message)
+        raise RiskRefused(
+            f"Refused by the {first.rule} rule: {first.message}.",
+            extra={
+                "rule": first.rule,
+                "limit": _text(first.limit),
+                "value": _text(first.value),
+                "violations": [
+                    {
+                        "rule": v.rule,
+                        "limit": _text(v.limit),
+                        "value": _text(v.value),
+                        "message": v.message,
+                    }
+                    for v in violations
+                ],
+            },
+        )
+
+    balance = _balance(account).reserve(reservation)  # risk checked buying power: it fits
+    accepted = orders.accept(order)
+    row = Order(
+        account_id=account.id,
+        owner_id=user_id,
+        symbol=spec.symbol,
+        side=order.side.value,
+        type=order.type.value,
+        time_in_force=order.time_in_force.value,
+        status=accepted.status.value,
+        quantity=order.quantity,
+        notional=body.notional,
+        filled_quantity=ZERO,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        stop_loss=order.stop_loss,
+        take_profit=order.take_profit,
+        reserved=reservation,
+        fees=ZERO,
+        client_order_id=body.client_order_id,
+        strategy_id=body.strategy_id,
+        signal_id=body.signal_id,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        # The same client order id, placed by a request that committed after ours looked.
+        if body.client_order_id is None:
+            raise
+        found = await _find_by_client_id(session, account.id, body.client_order_id)
+        if found is None:
+            raise
+        return found, False
+    account.cash_total, account.cash_reserved = balance.total, balance.reserved
+    _publish_order(session, events, user_id, "order.accepted", row)
+
+    result = orders.match(accepted, tick, spec, model, on_arrival=True)
+    if result.execution is not None:
+        await book_execution(session, events, model, account, row, accepted, result, tick.time)
+    elif result.order.status is OrderStatus.CANCELED:  # an IOC / FOK that could not fill
+        _close_unfilled(row, account, "not marketable on arrival")
+        _publish_order(session, events, user_id, "order.canceled", row)
+    else:
+        row.triggered = result.order.triggered
+    await session.flush()
+    return row, True
+
+
+def _text(value: Decimal | str) -> str:
+    """A decimal as the API writes it, without trailing zeros: `1001.5005`, `5`."""
+    return value if isinstance(value, str) else decimal_text(strip_trailing_zeros(value))
+
+
+async def _publish_rejected(events: EventBus, user_id: int, body: OrderCreate, reason: str) -> None:
+    # A refused order is not stored: there is no commit to wait for.
+    payload = {
+        "event": "order.rejected",
+        "order": {
+            **body.model_dump(mode="json"),
+            "status": OrderStatus.REJECTED.value,
+        },
+        "reason": reason[:500],
+    }
+    try:
+        await events.publish(orders_channel(user_id), payload)
+    except Exception as exc:  # the refusal stands whether or not anyone heard of it
+        logger.error("order_rejected_event_failed", error=repr(exc))
+
+
+async def _risk_violations(
+    session: AsyncSession,
+    provider: MarketProvider | None,
+    account: TradingAccount,
+    spec: InstrumentSpec,
+    order: orders.Order,
+    body: OrderCreate,
+    price: Decimal,
+    reservation: Decimal,
+    position_quantity: Decimal,
+    tick: Tick,
+) -> list[rules.RiskViolation]:
+    profile = await risk_service.profile_of(session, account.id)
+    now = utcnow()
+    rows = await _positions_of(session, account.id)
+    others = [row.symbol for row in rows if row.quantity and row.symbol != spec.symbol]
+    marks = await mark_prices(session, provider, others)
+    marks[spec.symbol] = tick.last
+    worth = valuation(account, rows, marks)
+    realized_today, fees_today = await _day_results(session, account, now)
+    with localcontext(ARITHMETIC):
+        # Today's loss, positive when losing: today's realized PnL and fees, and the open
+        # positions' unrealized PnL (measured from their entry, not from the day's start).
+        day_loss = -(realized_today - fees_today + worth.unrealized_pnl)
+    context = rules.OrderContext(
+        side=order.side,
+        quantity=order.quantity,
+        reference_price=price,
+        symbol=spec.symbol,
+        asset_class=spec.asset_class,
+        equity=worth.equity,
+        available_cash=_balance(account).available,
+        stop_loss=body.stop_loss,
+        position_quantity=position_quantity,
+        open_positions=worth.open_positions,
+        day_loss=day_loss,
+        trades_today=await _trades_today(session, account, now),
+        gross_exposure=worth.gross_exposure,
+        trading_state=rules.TradingState(account.trading_state),
+        order_cost=reservation,
+    )
+    return rules.check_order(profile, context)
+
+
+def _release(row: Order, account: TradingAccount) -> None:
+    """Give back to the account what the order still reserves."""
+    released = _balance(account).release(row.reserved)
+    account.cash_total, account.cash_reserved = released.total, released.reserved
+    row.reserved = ZERO
+
+
+def _close_unfilled(row: Order, account: TradingAccount, reason: str) -> None:
+    """Cancel the rest of an order and give back what it still reserves."""
+    row.status = orders.transition(OrderStatus(row.status), OrderStatus.CANCELED).value
+    row.cancel_reason = reason
+    _release(row, account)
+
+
+async def book_execution(
+    session: AsyncSession,
+    events: EventBus,
+    model: FillModel,
+    account: TradingAccount,
+    row: Order,
+    before: orders.Order,
+    result: orders.Match,
+    time: datetime,
+) -> bool:
+    """Book the fill `orders.match` decided for the order `before` (the order as matched):
+    fill row, order, position and balance, in this transaction, the account row locked. A
+    fill the account cannot pay (the price moved past the reservation) cancels the order.
+
+    The fill id is the order and the quantity filled before it, so the same match booked
+    twice (a retry, or two processes matching one order) makes the same id: the unique fill
+    id lets it apply once. Returns whether the fill was booked."""
+    execution = result.execution
+    assert execution is not None
+    fill_id = f"paper:{row.id}:{_text(before.filled_quantity)}"
+    if await session.scalar(select(Fill.id).where(Fill.fill_id == fill_id)) is not None:
+        logger.info("fill_seen_twice", fill_id=fill_id)
+        return False
+    position_row = await session.scalar(
+        select(Position).where(Position.account_id == account.id, Position.symbol == row.symbol)
+    )
+    current = _pure(position_row) if position_row is not None else positions.Position(row.symbol)
+    fill = positions.Fill(
+        fill_id=fill_id,
+        symbol=row.symbol,
+        side=OrderSide(row.side),
+        quantity=execution.quantity,
+        price=execution.price,
+        time=time,
+        fee=execution.fee,
+        strategy=row.strategy_id,
+    )
+    state, effect = positions.apply_fill_once(positions.PositionState(current), fill)
+    released = ledger.reservation_release(
+        row.reserved, before.remaining_quantity, execution.quantity
+    )
+    try:
+        balance = ledger.settle_fill(
+            _balance(account),
+            released=released,
+            side=fill.side,
+            quantity=fill.quantity,
+            price=fill.price,
+            fee=fill.fee,
+            collateral_before=ledger.short_collateral(current),
+            collateral_after=ledger.short_collateral(state.position),
+        )
+    except InsufficientFunds as exc:
+        _close_unfilled(row, account, f"cannot be paid: {exc}")
+        _publish_order(session, events, row.owner_id, "order.canceled", row)
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(
+                Fill(
+                    fill_id=fill.fill_id,
+                    order_id=row.id,
+                    account_id=account.id,
+                    symbol=fill.symbol,
+                    side=fill.side.value,
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    liquidity=execution.liquidity.value,
+                    realized_pnl=effect.realized_pnl,
+                    time=fill.time,
+                )
+            )
+            await session.flush()
+    except IntegrityError:  # booked meanwhile by another unit of work: applied once
+        logger.info("fill_seen_twice", fill_id=fill.fill_id)
+        return False
+    account.cash_total, account.cash_reserved = balance.total, balance.reserved
+    after = state.position
+    if position_row is None:
+        position_row = Position(account_id=account.id, symbol=row.symbol)
+        session.add(position_row)
+    if current.is_flat or (after.quantity > 0) != (current.quantity > 0):
+        position_row.opened_at = None if after.is_flat else fill.time
+    elif after.is_flat:
+        position_row.opened_at = None
+    position_row.quantity = after.quantity
+    position_row.cost = after.cost
+    position_row.realized_pnl = after.realized_pnl
+    position_row.fees_paid = after.fees_paid
+    with localcontext(ARITHMETIC):
+        filled_before = row.filled_quantity
+        filled_after = filled_before + fill.quantity
+        average = ((row.average_fill_price or ZERO) * filled_before + fill.notional) / filled_after
+    row.average_fill_price = orders.round_to_storage(average)
+    row.filled_quantity = result.order.filled_quantity
+    row.status = result.order.status.value
+    row.triggered = result.order.triggered
+    row.fees = row.fees + fill.fee
+    row.reserved = row.reserved - released
+    if not result.order.is_open and row.reserved:  # the canceled rest of an IOC order
+        row.cancel_reason = "the rest of an immediate-or-cancel order"
+        _release(row, account)
+    await session.flush()
+    event = "order.filled" if row.status == OrderStatus.FILLED.value else "order.partially_filled"
+    _publish_order(session, events, row.owner_id, event, row)
+    publish_after_commit(
+        session,
+        events,
+        positions_channel(row.owner_id),
+        {
+            "event": "position.changed",
+            "position": _position_out(position_row, None, account.id).model_dump(mode="json"),
+        },
+    )
+    verb = "Bought" if fill.side is OrderSide.BUY else "Sold"
+    await notifications.notify(
+        session,
+        events,
+        row.owner_id,
+        type="order.filled",
+        title=f"{verb} {_text(fill.quantity)} {row.symbol} at {_text(fill.price)}"[:200],
+        body=f"Order {row.id} filled {_text(fill.quantity)} {row.symbol} at "
+        f"{_text(fill.price)}, fee {_text(fill.fee)}.",
+        data={"order_id": row.id, "fill_id": fill.fill_id, "account_id": account.id},
+    )
+    return True
+
+
+async def _own_order(
+    session: AsyncSession, user_id: int, order_id: int, *, lock: bool = False
+) -> Order:
+    query = select(Order).where(Order.id == order_id, Order.owner_id == user_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    order = await session.scalar(query)
+    if order is None:
+        raise NotFound("No such order.")
+    return order
+
+
+async def order_detail(session: AsyncSession, user_id: int, order_id: int) -> OrderDetailOut:
+    order = await _own_order(session, user_id, order_id)
+    fills = await session.scalars(select(Fill).where(Fill.order_id == order.id).order_by(Fill.id))
+    return OrderDetailOut(
+        **order_out(order).model_dump(), fills=[FillOut.model_validate(f) for f in fills]
+    )
+
+
+async def cancel_order(
+    session: AsyncSession, events: EventBus, user_id: int, order_id: int
+) -> Order:
+    """Cancel an open order and release what it reserves; 409 when it is not open."""
+    order = await _own_order(session, user_id, order_id)
+    # Lock the account first (the order placing path's lock order), then read the order again.
+    account = await get_account(session, user_id, order.account_id, lock=True)
+    await session.refresh(order)
+    if order.status not in OPEN:
+        raise Conflict(f"Order {order.id} is {order.status}: only an open order can be canceled.")
+    _close_unfilled(order, account, "canceled by the trader")
+    await session.flush()
+    _publish_order(session, events, user_id, "order.canceled", order)
+    return order
+
+
+ORDER_SORT = Sorting(
+    {
+        "created": Order.created_at,
+        "symbol": Order.symbol,
+        "status": Order.status,
+        "updated": Order.updated_at,
+    },
+    default="-created",
+    tie_breaker=Order.id,
+)
+
+
+def orders_query(
+    user_id: int,
+    *,
+    account_id: int | None = None,
+    status: str | None = None,
+    symbol: str | None = None,
+    side: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> Select[Order]:
+    query = select(Order).where(Order.owner_id == user_id)
+    if account_id is not None:
+        query = query.where(Order.account_id == account_id)
+    if status is not None:
+        query = query.where(Order.status == status)
+    if symbol is not None:
+        query = query.where(Order.symbol == symbol.upper())
+    if side is not None:
+        query = query.where(Order.side == side)
+    if created_from is not None:
+        query = query.where(Order.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Order.created_at < created_to)
+    return query
+
+
+# -- positions --------------------------------------------------------------------------------
+
+
+def positions_query(user_id: int, account_id: int | None) -> Select[Position]:
+    """The user's open positions (of one account, if given), by account and symbol."""
+    owned = select(TradingAccount.id).where(TradingAccount.owner_id == user_id)
+    query = select(Position).where(Position.account_id.in_(owned), Position.quantity != ZERO)
+    if account_id is not None:
+        query = query.where(Position.account_id == account_id)
+    return query.order_by(Position.account_id, Position.symbol)
+
+
+async def positions_out(
+    session: AsyncSession, provider: MarketProvider | None, rows: Sequence[Position]
+) -> list[PositionOut]:
+    marks = await mark_prices(session, provider, (row.symbol for row in rows))
+    return [_position_out(row, marks.get(row.symbol)) for row in rows]
+
+
+async def position(
+    session: AsyncSession,
+    provider: MarketProvider | None,
+    user_id: int,
+    symbol: str,
+    account_id: int | None,
+) -> PositionOut:
+    """The position in `symbol` of the account (default: the user's first account); 404 when
+    the account never traded it."""
+    if account_id is None:
+        account_id = await session.scalar(
+            select(TradingAccount.id)
+            .where(TradingAccount.owner_id == user_id)
+            .order_by(TradingAccount.id)
+            .limit(1)
+        )
+        if account_id is None:
+            raise NotFound("No such position.")
+    else:
+        await get_account(session, user_id, account_id)
+    instrument = await market_service.get_instrument(session, symbol)
+    row = await session.scalar(
+        select(Position).where(
+            Position.account_id == account_id, Position.symbol == instrument.symbol
+        )
+    )
+    if row is None:
+        raise NotFound("No such position.")
+    marks = await mark_prices(session, provider, [row.symbol]) if row.quantity else {}
+    return _position_out(row, marks.get(row.symbol))
