@@ -567,6 +567,11 @@ def _finite_runs(arrays: list[Series], lookback: int) -> tuple[Positions, Positi
     finite = np.isfinite(arrays[0])
     for values in arrays[1:]:
         finite &= np.isfinite(values)
+    if finite.all():  # the common case: one stretch, found without scanning for edges
+        whole = finite.shape[0] > lookback
+        return np.array([0] if whole else [], np.int64), np.array(
+            [finite.shape[0]] if whole else [], np.int64
+        )
     edges = np.flatnonzero(np.diff(np.concatenate(([0], finite.view(np.int8), [0]))))
     starts, stops = edges[::2].astype(np.int64), edges[1::2].astype(np.int64)
     keep = stops - starts > lookback
