@@ -27,7 +27,9 @@ Speed, end to end from candle arrays: the SMA(10)/SMA(30) crossover signals (`sm
 compiled pass, the same function for all three; checked against the plain numpy `crossovers(sma,
 sma)`), the backtest, the full metrics and the trade list — TradeOS `run_backtest` (metrics and
 the trade array included); vectorbt `from_signals` + `stats()` + `trades.records_readable`;
-backtesting.py `Backtest.run()` (which computes its stats and trades table). The best of
+backtesting.py `Backtest.run()` (which computes its stats and trades table); and "TradeOS
+formula", the same strategy written in the formula language (parsed, checked and evaluated:
+what a TradeOS user runs) instead of `sma_signals`. The best of
 `--rounds` for TradeOS and of `--peer-rounds` for each peer (the machine may be shared: the load
 average is printed). Then TradeOS's `run_grid` on `--combos` fast/slow SMA pairs over
 `--grid-bars` bars, signal building included.
@@ -146,6 +148,22 @@ def tradeos_run(data: dict[str, np.ndarray], up: np.ndarray, down: np.ndarray, s
 def tradeos_end_to_end(data: dict[str, np.ndarray]) -> Any:
     up, down = sma_signals(data["close"])
     return tradeos_run(data, up, down, short=False)
+
+
+FORMULA = """fast = 10
+slow = 30
+entry_long = crossover(sma(close, fast), sma(close, slow))
+exit_long = crossunder(sma(close, fast), sma(close, slow))
+"""
+
+
+def tradeos_formula_end_to_end(data: dict[str, np.ndarray]) -> Any:
+    """What a TradeOS user runs: the strategy written in the formula language, parsed, checked
+    and evaluated on the candles, then the same backtest."""
+    from tradeos.strategies.formula import compile_formula
+
+    signals = compile_formula(FORMULA).evaluate({"close": data["close"]})
+    return tradeos_run(data, signals.entry_long, signals.exit_long, short=False)
 
 
 # --- backtesting.py --------------------------------------------------------------------------
@@ -419,8 +437,14 @@ def main() -> None:
     # Every engine once before timing: numba compilation and imports are not the engines' speed.
     tradeos_end_to_end(data)
     vectorbt_end_to_end(candles(1000))
+    tradeos_formula_end_to_end(data)
+    same_trades = len(tradeos_formula_end_to_end(data).trades) == len(
+        tradeos_end_to_end(data).trades
+    )
+    assert same_trades, "the formula's signals differ from sma_signals"
     figures = {
         "TradeOS": timed(lambda: tradeos_end_to_end(data), args.rounds),
+        "TradeOS formula": timed(lambda: tradeos_formula_end_to_end(data), args.rounds),
         "vectorbt": timed(lambda: vectorbt_end_to_end(data), args.peer_rounds),
     }
     if not args.skip_backtesting_py_speed:

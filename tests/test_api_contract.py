@@ -48,6 +48,11 @@ RULES_BEYOND_THE_SCHEMA = {
     # parameters.
     "/api/v1/strategies",
     "/api/v1/strategies/{strategy_id}",
+    # Backtests: a formula the language accepts, exactly one of strategy_id and formula, end
+    # after start within 200,000 bars, symbols that name instruments, a grid of at most 10,000
+    # combinations of values the formula accepts.
+    "/api/v1/backtests",
+    "/api/v1/backtests/optimize",
 }
 
 

@@ -234,6 +234,42 @@ async def _strategy(
     return int(response.json()["id"])
 
 
+async def _backtest(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+) -> int:
+    from datetime import datetime
+
+    from tradeos.backtest import runner
+    from tradeos.backtest import service as backtests
+    from tradeos.market.providers.sim import SimProvider
+    from tradeos.market.timeframes import Timeframe
+
+    start, end = "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"
+    body = {"formula": STRATEGY["formula"], "symbols": ["BTC-USD"], "start": start, "end": end}
+    response = await client.post("/api/v1/backtests", headers=headers, json=body)
+    assert response.status_code == 202, response.text
+    backtest_id = int(response.json()["id"])
+    # Finished here, so its report exists too (the app may run its job as well: it is
+    # idempotent, and whichever stores first wins).
+    candles = await backtests.load_candles(
+        session,
+        SimProvider(seed=settings.sim_seed),
+        ["BTC-USD"],
+        Timeframe.H1,
+        datetime.fromisoformat(start),
+        datetime.fromisoformat(end),
+    )
+    run = runner.run_formula(candles, STRATEGY["formula"])
+    await backtests.start(session, backtest_id)
+    await backtests.store_result(session, backtest_id, backtests.backtest_result(run))
+    await session.commit()
+    return backtest_id
+
+
 # Bodies for the routes that need one (so the owner's own request succeeds).
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/strategies/{strategy_id}"): STRATEGY,
@@ -272,6 +308,14 @@ OWNED: dict[str, tuple[Owned, list[tuple[str, str]]]] = {
             ("PUT", "/api/v1/strategies/{strategy_id}"),
             ("PATCH", "/api/v1/strategies/{strategy_id}"),
             ("DELETE", "/api/v1/strategies/{strategy_id}"),
+        ],
+    ),
+    "backtest": (
+        _backtest,
+        [
+            ("GET", "/api/v1/backtests/{backtest_id}"),
+            ("GET", "/api/v1/backtests/{backtest_id}/report"),
+            ("DELETE", "/api/v1/backtests/{backtest_id}"),
         ],
     ),
 }

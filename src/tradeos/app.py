@@ -17,6 +17,7 @@ from tradeos.accounts.kyc_router import routers as kyc_routers
 from tradeos.accounts.lockout import LoginGuard
 from tradeos.accounts.router import routers as accounts_routers
 from tradeos.admin.router import routers as admin_routers
+from tradeos.backtest.router import routers as backtest_routers
 from tradeos.billing.router import routers as billing_routers
 from tradeos.config import Settings, get_settings
 from tradeos.core.cache import make_cache
@@ -71,6 +72,7 @@ def _api_router() -> APIRouter:
         *gateway_routers,
         *market_routers,
         *strategies_routers,
+        *backtest_routers,
         *trading_routers,
         *risk_routers,
     ):

@@ -2,13 +2,14 @@
 `tradeos worker` and `tradeos scheduler` all know the same jobs. A domain's jobs live in its
 `jobs.py`; add the module here."""
 
+from tradeos.backtest import jobs as _backtest
 from tradeos.core.jobs import JOBS, on_worker_start
 from tradeos.core.jobs import maintenance as _maintenance
 from tradeos.market import jobs as _market
 
 __all__ = ["JOBS"]
 
-DECLARING_MODULES = (_maintenance, _market)
+DECLARING_MODULES = (_maintenance, _market, _backtest)
 
 
 @on_worker_start

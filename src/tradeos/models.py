@@ -10,6 +10,7 @@ from tradeos.accounts.models import (
     RefreshToken,
     User,
 )
+from tradeos.backtest.models import Backtest
 from tradeos.core.db import Base
 from tradeos.core.jobs.models import JobRun, JobWorker
 from tradeos.market.models import Candle, CryptoListing, Instrument, PriceSnapshot
@@ -22,6 +23,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "AuthSession",
+    "Backtest",
     "Base",
     "Candle",
     "CryptoListing",
