@@ -359,11 +359,11 @@ def test_downsample_leaves_short_curves_alone_and_checks_its_input() -> None:
 
 
 async def test_job_workers_warm_the_engine_up_once_before_their_first_job() -> None:
-    import tradeos.jobs
+    import tradeos.backtest.jobs
     from tradeos.core.jobs import queue
     from tradeos.core.jobs.definitions import WORKER_START_HOOKS, on_worker_start
 
-    assert tradeos.jobs._warm_up_backtests in WORKER_START_HOOKS
+    assert tradeos.backtest.jobs.warm_up_backtests in WORKER_START_HOOKS
     calls: list[str] = []
 
     def failing() -> None:

@@ -17,10 +17,17 @@ import anyio
 
 from tradeos.backtest import runner, service
 from tradeos.backtest.models import BacktestKind
-from tradeos.core.jobs import JobContext, Priority, job
+from tradeos.core.jobs import JobContext, Priority, job, on_worker_start
 from tradeos.market.providers.registry import make_market_data
 from tradeos.market.timeframes import Timeframe
 from tradeos.strategies.formula import EvaluationError, InvalidFormula
+
+
+@on_worker_start
+def warm_up_backtests() -> None:
+    """Compile (or load from numba's cache) the backtest engine and the formula indicators as
+    a job process starts, so no job or request pays for it."""
+    runner.warm_up()
 
 
 @job("backtest.run", priority=Priority.LOW, timeout=1800, max_attempts=2, backoff=10)
