@@ -12,7 +12,16 @@ from decimal import Decimal
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradeos.core.db import Base, BigIntPK, IdPK, Money, Quantity, UTCDateTime, utcnow
+from tradeos.core.db import (
+    Base,
+    BigIntPK,
+    ExactDecimal,
+    IdPK,
+    Money,
+    Quantity,
+    UTCDateTime,
+    utcnow,
+)
 
 
 class TradingAccount(Base):
@@ -30,6 +39,15 @@ class TradingAccount(Base):
     cash_reserved: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     allow_short: Mapped[bool] = mapped_column(Boolean, default=False)
     trading_state: Mapped[str] = mapped_column(String(10), default="active")
+    # Why and when the state last changed, and by whom: "user", or "risk" for the automatic
+    # halt at the daily loss limit, which (alone) lifts itself at the next 00:00 UTC.
+    trading_state_reason: Mapped[str | None] = mapped_column(String(200))
+    trading_state_set_by: Mapped[str | None] = mapped_column(String(10))
+    trading_state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The equity at the start of the UTC day `day_started_at` falls in: today's loss is
+    # measured from it. NULL until the first snapshot or order of a day.
+    day_start_equity: Mapped[Decimal | None] = mapped_column(Money)
+    day_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the account was last reset: orders before it no longer count towards today's trades.
     reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -67,6 +85,17 @@ class Order(Base):
     strategy_id: Mapped[str | None] = mapped_column(String(64))  # tags: opaque to trading
     signal_id: Mapped[str | None] = mapped_column(String(64))
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # Where the order came from: "api" (a trader's POST /orders), "bracket" (a stop-loss or
+    # take-profit child), "close" (a position closed), "journal" (POST /trades), "signal"
+    # (POST /trading/execute).
+    origin: Mapped[str] = mapped_column(String(10), default="api", server_default="api")
+    # A bracket child's parent and role ("stop_loss" | "take_profit"); one cancels the other.
+    parent_order_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("orders.id", ondelete="CASCADE")
+    )
+    bracket_role: Mapped[str | None] = mapped_column(String(12))
+    # A day order's end: the next 00:00 UTC after it was placed (orders.expires_at).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -75,6 +104,9 @@ class Order(Base):
         UniqueConstraint("account_id", "client_order_id"),
         Index("ix_orders_owner_id_created_at", "owner_id", "created_at"),
         Index("ix_orders_account_id_status", "account_id", "status"),
+        # The resting-order matcher's lookup: open orders of one symbol.
+        Index("ix_orders_symbol_status", "symbol", "status"),
+        Index("ix_orders_parent_order_id", "parent_order_id"),
     )
 
 
@@ -120,3 +152,49 @@ class Position(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("account_id", "symbol"),)
+
+
+class RoundTrip(Base):
+    """One closed trade, flat to flat (positions.Trade), stored as the fill that closed it is
+    booked. `pnl` is gross of fees, `net_pnl` net; `closing_fill_id` makes it booked once."""
+
+    __tablename__ = "round_trips"
+
+    id: Mapped[IdPK]
+    account_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("trading_accounts.id", ondelete="CASCADE")
+    )
+    symbol: Mapped[str] = mapped_column(String(41))
+    direction: Mapped[str] = mapped_column(String(5))  # long | short
+    quantity: Mapped[Decimal] = mapped_column(Quantity)
+    entry_price: Mapped[Decimal] = mapped_column(Money)
+    exit_price: Mapped[Decimal] = mapped_column(Money)
+    pnl: Mapped[Decimal] = mapped_column(Money)
+    fees: Mapped[Decimal] = mapped_column(Money)
+    net_pnl: Mapped[Decimal] = mapped_column(Money)
+    return_pct: Mapped[Decimal] = mapped_column(ExactDecimal)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    strategy_id: Mapped[str | None] = mapped_column(String(64))
+    closing_fill_id: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (Index("ix_round_trips_account_id_closed_at", "account_id", "closed_at"),)
+
+
+class PortfolioSnapshot(Base):
+    """An account's worth at one time, taken by the portfolio snapshot job."""
+
+    __tablename__ = "portfolio_snapshots"
+
+    id: Mapped[IdPK]
+    account_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("trading_accounts.id", ondelete="CASCADE")
+    )
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    cash: Mapped[Decimal] = mapped_column(Money)
+    positions_value: Mapped[Decimal] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal] = mapped_column(Money)
+    unrealized_pnl: Mapped[Decimal] = mapped_column(Money)
+
+    __table_args__ = (UniqueConstraint("account_id", "time"),)
