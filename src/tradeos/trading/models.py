@@ -43,6 +43,8 @@ class TradingAccount(Base):
     # halt at the daily loss limit, which (alone) lifts itself at the next 00:00 UTC.
     trading_state_reason: Mapped[str | None] = mapped_column(String(200))
     trading_state_set_by: Mapped[str | None] = mapped_column(String(10))
+    # The state an automatic halt returns to at the next 00:00 UTC (rules.TradingStatus).
+    trading_state_resumes_to: Mapped[str | None] = mapped_column(String(10))
     trading_state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The equity at the start of the UTC day `day_started_at` falls in: today's loss is
     # measured from it. NULL until the first snapshot or order of a day.

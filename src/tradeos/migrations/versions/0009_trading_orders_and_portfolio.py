@@ -113,6 +113,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("trading_state_reason", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("trading_state_set_by", sa.String(length=10), nullable=True))
         batch_op.add_column(
+            sa.Column("trading_state_resumes_to", sa.String(length=10), nullable=True)
+        )
+        batch_op.add_column(
             sa.Column("trading_state_changed_at", tdb.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(
@@ -132,6 +135,7 @@ def downgrade() -> None:
         batch_op.drop_column("day_start_equity")
         batch_op.drop_column("trading_state_changed_at")
         batch_op.drop_column("trading_state_set_by")
+        batch_op.drop_column("trading_state_resumes_to")
         batch_op.drop_column("trading_state_reason")
 
     with op.batch_alter_table("orders", schema=None) as batch_op:
