@@ -174,6 +174,23 @@ async def test_the_listings_are_filtered_by_name_symbol_category_and_market_cap(
     assert symbols(both) == ["AAA", "EEE"]
 
 
+async def test_a_category_with_non_ascii_letters_or_quotes_is_found_in_any_case(
+    client: httpx.AsyncClient, headers: dict[str, str], session: AsyncSession
+) -> None:
+    # JSON text holds these escaped ("Caf\u00e9", "\"Quoted\""): matched element by element.
+    categories = {"GGG": ["Café", 'The "Quoted" One'], "HHH": ["ÉCOLE Ελληνικά"]}
+    for symbol, names in categories.items():
+        session.add(CryptoListing(symbol=symbol, name=symbol, categories=names, source="sim"))
+    await session.commit()
+
+    for spelling in ("Café", "café", "CAFÉ", " café "):
+        assert symbols(await listed(client, headers, category=spelling)) == ["GGG"], spelling
+    assert symbols(await listed(client, headers, category="école ελληνικά")) == ["HHH"]
+    assert symbols(await listed(client, headers, category='the "quoted" one')) == ["GGG"]
+    assert symbols(await listed(client, headers, category="Caf")) == []
+    assert symbols(await listed(client, headers, category="Cafe")) == []
+
+
 async def test_the_list_with_a_trailing_slash_redirects_with_its_query(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:

@@ -19,6 +19,7 @@ from tradeos.core.db import Database
 from tradeos.core.events import make_event_bus
 from tradeos.market import startup as market_startup
 from tradeos.market.live import LiveFeed, candle_event, closed_periods, tick_event
+from tradeos.market.providers.base import Bar, Tick
 from tradeos.market.providers.sim import SimProvider
 from tradeos.market.timeframes import Timeframe
 
@@ -126,3 +127,40 @@ async def test_a_websocket_client_receives_the_bar_that_closed(
     }
     assert frame["data"]["time"] == closed.isoformat()
     assert frame["data"]["closed"] is True
+
+
+class ExchangeSpelling:
+    """The sim provider asked as an exchange's symbols are spelled (`SOL/USD`, as CCXT_SYMBOLS
+    may say), answering with canonical symbols as the ccxt provider does."""
+
+    def __init__(self, sim: SimProvider) -> None:
+        self.sim = sim
+        self.name = sim.name
+
+    async def ticker(self, symbol: str) -> Tick:
+        return await self.sim.ticker(symbol.replace("/", "-"))
+
+    async def candles(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> list[Bar]:
+        return list(await self.sim.candles(symbol.replace("/", "-"), timeframe, start, end))
+
+
+async def test_the_feed_publishes_on_the_canonical_symbol_whatever_the_configured_spelling(
+    settings: Settings,
+) -> None:
+    now = datetime(2026, 11, 21, 12, 5, 0, 300_000, tzinfo=UTC)
+    provider = ExchangeSpelling(SimProvider(clock=lambda: now))
+    bus = make_event_bus(settings)
+    feed = LiveFeed(provider, bus, ["SOL/USD"], clock=lambda: now)  # type: ignore[arg-type]
+    try:
+        # The channels the WebSocket gateway subscribes a client to, whatever it wrote.
+        async with bus.subscribe("tickers:SOL-USD", "candles:SOL-USD:1m") as events:
+            await feed.step(datetime(2026, 11, 21, 12, 4, 59, 400_000, tzinfo=UTC), now)
+            received = [await events.get(timeout=5) for _ in range(2)]
+    finally:
+        await bus.aclose()
+    by_topic = {event.topic: event.payload for event in received if event is not None}
+    assert set(by_topic) == {"tickers:SOL-USD", "candles:SOL-USD:1m"}
+    assert by_topic["tickers:SOL-USD"]["symbol"] == "SOL-USD"
+    assert by_topic["candles:SOL-USD:1m"]["symbol"] == "SOL-USD"

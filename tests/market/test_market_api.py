@@ -16,7 +16,7 @@ import httpx
 import pytest
 import respx
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import bearer, make_user, sign_in
@@ -578,6 +578,33 @@ async def test_a_window_ending_in_the_future_gives_the_last_bars_that_exist(
             5,
         )
     assert [item.bar.open_time for item in direct.bars] == times_of(stored.json())
+
+
+async def test_a_remembered_instrument_that_was_replaced_is_looked_up_afresh(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, database: Database
+) -> None:
+    headers = await reader(session, settings)
+    first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    path, params = f"{API}/market/candles/ACME", {"timeframe": "1m"}
+    old = await csv_instrument(session)
+    await store(database, old, Timeframe.M1, steady_bars(first, timedelta(minutes=1), 3))
+    assert len((await client.get(path, params=params, headers=headers)).json()["candles"]) == 3
+
+    # Meanwhile (another process, say) ACME is deleted and listed again. On SQLite the next new
+    # instrument even gets ACME's old id: the id this process remembers for ACME is OTHER's now.
+    async with database.session() as writing:
+        await writing.execute(delete(Instrument).where(Instrument.id == old.id))
+    other = await csv_instrument(session, "OTHER")
+    await store(database, other, Timeframe.M1, steady_bars(first, timedelta(minutes=1), 5))
+    new = await csv_instrument(session)
+    await store(database, new, Timeframe.M1, steady_bars(first, timedelta(minutes=1), 2, 7))
+
+    body = (await client.get(path, params=params, headers=headers)).json()
+    assert (body["symbol"], body["source"]) == ("ACME", "stored")
+    assert [(c["time"], c["volume"]) for c in body["candles"]] == [
+        (moment.isoformat().replace("+00:00", "Z"), "7")
+        for moment in (first, first + timedelta(minutes=1))
+    ]
 
 
 async def test_a_window_reaching_into_the_present_is_never_served_stale(

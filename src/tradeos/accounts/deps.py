@@ -40,19 +40,19 @@ _api_key = APIKeyHeader(
 )
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter = request.app.state.rate_limiter
     assert isinstance(limiter, RateLimiter)
     return limiter
 
 
-def get_login_guard(request: Request) -> LoginGuard:
+async def get_login_guard(request: Request) -> LoginGuard:
     guard = request.app.state.login_guard
     assert isinstance(guard, LoginGuard)
     return guard
 
 
-def get_client(request: Request) -> ClientInfo:
+async def get_client(request: Request) -> ClientInfo:
     return ClientInfo(
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),

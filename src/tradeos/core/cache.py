@@ -437,8 +437,10 @@ async def cached_json(
         del _in_flight[slot]
 
 
-def get_cache(request: Request) -> Cache:
-    """The process's cache, made at startup (`app.state.cache`)."""
+async def get_cache(request: Request) -> Cache:
+    """The process's cache, made at startup (`app.state.cache`). `async`, though it awaits
+    nothing: FastAPI runs a plain `def` dependency in a worker thread, a hop that cost a small
+    request 0.2-1.5 ms (more under load)."""
     return cast(Cache, request.app.state.cache)
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Annotated, Any
 
+import aiosqlite
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -39,6 +40,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.util.concurrency import await_
 
 # Constraint names are stable across backends, so Alembic can find and drop them later.
 NAMING_CONVENTION = {
@@ -409,7 +411,25 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         # busy_timeout instead. Units of work that only read begin DEFERRED, so they never
         # hold up writers (WAL readers see a snapshot).
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        if mode == "DEFERRED" and _begin_deferred(connection):
+            return
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _begin_deferred(connection: Any) -> bool:
+    """`BEGIN DEFERRED` in one trip to aiosqlite's thread, not the three (cursor, execute,
+    close) of a statement through SQLAlchemy: every read-only unit of work (every GET) begins
+    so, and each trip waits for that thread to be scheduled. It takes no lock, so cannot be
+    busy; should it fail anyway, False: the caller begins the usual way, whose error is the
+    one SQLAlchemy reports."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, aiosqlite.Connection):
+        return False
+    try:
+        await_(driver.execute("BEGIN DEFERRED"))
+    except Exception:
+        return False
+    return True
 
 
 def create_engine(

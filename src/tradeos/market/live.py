@@ -87,14 +87,19 @@ class LiveFeed:
             previous = now
 
     async def step(self, previous: datetime, now: datetime) -> None:
-        """Publish this second's ticks, and the bars that closed since `previous`."""
+        """Publish this second's ticks, and the bars that closed since `previous`.
+
+        On the instrument's canonical symbol, the one its tick names (`BTC-USDT`), whatever
+        spelling `symbols` asks the provider in (CCXT_SYMBOLS may say `BTC/USDT`): the
+        WebSocket gateway subscribes clients to canonical channels."""
         closed = closed_periods(previous, now)
-        for symbol in self.symbols:
-            tick = await self.provider.ticker(symbol)
+        for asked in self.symbols:
+            tick = await self.provider.ticker(asked)
+            symbol = tick.symbol
             await self.events.publish(f"tickers:{symbol}", tick_event(tick))
             for timeframe, opened in closed:
                 bars = await self.provider.candles(
-                    symbol, timeframe, opened, opened + timedelta(seconds=timeframe.seconds)
+                    asked, timeframe, opened, opened + timedelta(seconds=timeframe.seconds)
                 )
                 if bars:
                     await self.events.publish(

@@ -60,7 +60,7 @@ crypto = APIRouter(prefix="/cryptocurrencies", tags=["cryptocurrencies"])
 Symbol = Annotated[str, NoNul]
 
 
-def get_market(request: Request) -> MarketData:
+async def get_market(request: Request) -> MarketData:
     market_data: MarketData = request.app.state.market
     return market_data
 
@@ -125,16 +125,19 @@ async def get_candles(
     not ended yet; a bar whose period has ended is final, even if the market was closed for
     part of it (a week of daily equity bars has five)."""
     _check_window(start, end)
-    instrument = await service.get_instrument(session, symbol)
+    # Remembered for a few seconds, checked by the bars' query itself (see InstrumentRefs).
+    ref = await service.instrument_ref(session, symbol)
     now = utcnow()
     window_start, window_end = service.candle_window(timeframe, start, end, limit, now)
 
     async def compute() -> dict[str, Any]:
         stored = await service.stored_candle_texts(
-            session, instrument.id, timeframe, window_start, window_end, limit
+            session, ref, timeframe, window_start, window_end, limit
         )
         if stored:  # the common case, and the one with thousands of bars: no Decimal at all
-            return _stored_candles_json(instrument.symbol, timeframe, stored, utcnow())
+            return _stored_candles_json(ref.symbol, timeframe, stored, utcnow())
+        # Nothing stored (or the remembered instrument is gone): the instrument as it is now.
+        instrument = await service.get_instrument(session, symbol)
         series = await service.candles(
             session, market_data.provider, instrument, timeframe, window_start, window_end, limit
         )
@@ -149,14 +152,14 @@ async def get_candles(
         body = orjson.dumps(await compute())
     else:  # every bar of the window has closed: the answer can only change by a write
         key = ":".join(
-            ("candles", instrument.symbol, timeframe, window_start.isoformat(), end.isoformat())
+            ("candles", ref.symbol, timeframe, window_start.isoformat(), end.isoformat())
         )
         body = await cached_json(
             cache,
             f"{key}:{limit}",
             compute,
             ttl=settings.market_cache_seconds,
-            tags=[service.candles_tag(instrument.symbol)],
+            tags=[service.candles_tag(ref.symbol)],
         )
     return Response(body, media_type="application/json")
 
@@ -288,15 +291,15 @@ async def list_cryptocurrencies(
             "min_market_cap is above max_market_cap: the range is empty.",
             errors=[field_error("query.min_market_cap", "must not be above max_market_cap")],
         )
-    query = service.listings_query(
-        symbol_filter=symbol_filter,
-        search=search,
-        category=category,
-        min_market_cap=min_market_cap,
-        max_market_cap=max_market_cap,
-    ).order_by(*service.listing_order(sort_by.value, order is SortOrder.DESC))
 
     async def compute() -> dict[str, Any]:
+        query = service.listings_query(
+            symbol_filter=symbol_filter,
+            search=search,
+            categories=await service.category_spellings(session, category) if category else None,
+            min_market_cap=min_market_cap,
+            max_market_cap=max_market_cap,
+        ).order_by(*service.listing_order(sort_by.value, order is SortOrder.DESC))
         page = await paginate(session, query, paging)
         return page.map(CryptocurrencyOut.model_validate).model_dump(mode="json")
 

@@ -3,19 +3,39 @@ tickers, crypto listings and their history, and the idempotent writes sync jobs 
 
 Reads go through the cache (`MARKET_CACHE_SECONDS`), tagged per instrument or for listings, and
 every write that changes stored data invalidates its tag.
+
+The candles endpoint finds its instrument through `instrument_ref`, a per-process memo of
+symbol -> (id, symbol) rather than a query per request (see there for why a few seconds' TTL
+is safe with many API processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Select, String, bindparam, cast, delete, func, or_, select, update
+from sqlalchemy import (
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from tradeos.core.db import (
     bulk_insert,
@@ -101,6 +121,8 @@ async def upsert_instruments(
                 setattr(row, key, value)
             changed += 1
     await session.flush()
+    if changed:
+        instrument_refs.clear()
     return changed
 
 
@@ -142,6 +164,76 @@ async def get_instrument(session: AsyncSession, text: str) -> Instrument:
         if found is not None:
             return by_symbol[found]
     raise NotFound(f"No instrument {text[:40]!r}. GET /api/v1/market/instruments lists them.")
+
+
+@dataclass(frozen=True)
+class InstrumentRef:
+    """What a read needs to know of an instrument to find its rows: neither ever changes for
+    a stored instrument."""
+
+    id: int
+    symbol: str
+
+
+class InstrumentRefs:
+    """Instrument lookups by symbol remembered in this process: at most `max_entries`, each for
+    `ttl` seconds; `upsert_instruments` clears them. Only instruments found are remembered, so
+    a new one (a sync, an import) is seen at once. A remembered entry is never trusted alone:
+    `stored_candle_texts` reads bars only where the instrument of that id still has that
+    symbol, and a read that finds none looks the instrument up afresh. So an instrument
+    deleted or replaced by another process (or a database emptied and refilled, ids reused)
+    is seen at once too. That check rides on the bars' query, where a version key in the
+    shared cache would cost a round trip per request, the very thing this saves."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 5.0,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, InstrumentRef]] = OrderedDict()
+
+    def get(self, key: str) -> InstrumentRef | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, ref: InstrumentRef) -> None:
+        self._entries[key] = (self.clock() + self.ttl, ref)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+instrument_refs = InstrumentRefs()
+
+
+async def instrument_ref(session: AsyncSession, text: str) -> InstrumentRef:
+    """`get_instrument`'s id and symbol, remembered for a few seconds (`InstrumentRefs`): every
+    candle read names its instrument by symbol, and the lookup was a query per request."""
+    try:
+        key = symbols.normalize(text)
+    except ValueError:
+        key = None
+    ref = instrument_refs.get(key) if key is not None else None
+    if ref is None:
+        instrument = await get_instrument(session, text)  # an unknown symbol: 404, not kept
+        ref = InstrumentRef(instrument.id, instrument.symbol)
+        if key is not None:
+            instrument_refs.put(key, ref)
+    return ref
 
 
 # -- candles ----------------------------------------------------------------------------------
@@ -300,7 +392,7 @@ async def _stored(
 
 async def stored_candle_texts(
     session: AsyncSession,
-    instrument_id: int,
+    instrument: InstrumentRef,
     timeframe: Timeframe,
     start: datetime,
     end: datetime,
@@ -308,14 +400,18 @@ async def stored_candle_texts(
 ) -> list[tuple[str, str, str, str, str, str]]:
     """The last `limit` stored bars with start <= open time < end that have opened, oldest
     first, as (time, open, high, low, close, volume) in the API's text: what `candles` finds
-    stored, written out by the database itself, for the candles endpoint to send as it is."""
+    stored, written out by the database itself, for the candles endpoint to send as it is.
+    Only while the instrument of that id still has that symbol (a remembered `instrument_ref`
+    may be out of date): else none."""
     query = (
         select(
             utc_text(Candle.open_time),
             *(decimal_text(column) for column in _BAR_COLUMNS[1:]),
         )
+        .join(Instrument, Instrument.id == Candle.instrument_id)
         .where(
-            Candle.instrument_id == instrument_id,
+            Instrument.symbol == instrument.symbol,
+            Candle.instrument_id == instrument.id,
             Candle.timeframe == timeframe.value,
             Candle.open_time >= start,
             Candle.open_time < end,
@@ -583,32 +679,40 @@ def day_stats(tick: Tick, hourly: Sequence[Bar]) -> TickerStats:
 async def ticker(
     session: AsyncSession, provider: MarketProvider | None, instrument: Instrument
 ) -> TickerStats:
-    """The instrument's last price (its provider's live tick, or its fallback's, or the close
-    of its newest stored bar) with the last 24 hours' statistics from hourly bars. `source`
-    names the provider that gave the tick; for a stored close, the instrument's provider. A
-    provider that cannot answer is a 503 problem."""
+    """The instrument's last price (`last_tick`) with the last 24 hours' statistics from
+    hourly bars. `source` names the provider that gave the tick; for a stored close, the
+    instrument's provider. A provider that cannot answer is a 503 problem."""
     now = utcnow()
-    source = instrument.provider
-    if provider is not None and provider.name == instrument.provider:
-        try:
-            source, tick = await sourced_ticker(provider, instrument.symbol)
-        except ProviderError as exc:
-            raise _provider_problem(provider, instrument, exc) from exc
-    else:
-        latest = await session.scalar(
-            select(Candle)
-            .where(Candle.instrument_id == instrument.id, Candle.open_time <= now)
-            .order_by(Candle.open_time.desc())
-            .limit(1)
-        )
-        if latest is None:
-            raise NotFound(f"No prices for {instrument.symbol} yet: sync or import its candles.")
-        tick = Tick(instrument.symbol, latest.open_time, latest.close, latest.close, latest.close)
+    source, tick = await last_tick(session, provider, instrument)
     day_start = Timeframe.H1.floor(now) - timedelta(hours=23)
     series = await candles(
         session, provider, instrument, Timeframe.H1, day_start, now + Timeframe.H1.delta, 24
     )
     return replace(day_stats(tick, [item.bar for item in series.bars]), source=source)
+
+
+async def last_tick(
+    session: AsyncSession, provider: MarketProvider | None, instrument: Instrument
+) -> tuple[str, Tick]:
+    """(the provider that gave it, the instrument's last price): its provider's live tick, or
+    its fallback's, or the close of its newest stored bar (named by the instrument's provider).
+    What orders are priced at: the ticker's price without its 24 hours' statistics. A provider
+    that cannot answer is a 503 problem."""
+    if provider is not None and provider.name == instrument.provider:
+        try:
+            return await sourced_ticker(provider, instrument.symbol)
+        except ProviderError as exc:
+            raise _provider_problem(provider, instrument, exc) from exc
+    latest = await session.scalar(
+        select(Candle)
+        .where(Candle.instrument_id == instrument.id, Candle.open_time <= utcnow())
+        .order_by(Candle.open_time.desc())
+        .limit(1)
+    )
+    if latest is None:
+        raise NotFound(f"No prices for {instrument.symbol} yet: sync or import its candles.")
+    close = latest.close
+    return instrument.provider, Tick(instrument.symbol, latest.open_time, close, close, close)
 
 
 def _provider_problem(
@@ -738,14 +842,48 @@ async def prune_price_history(session: AsyncSession, keep_days: int) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+class json_texts(FunctionElement[Any]):  # lower case: it reads as a SQL function
+    """The elements of a JSON array column as rows of text (column `value`), for
+    `.table_valued("value")`: `json_each` on SQLite, `json_array_elements_text` on PostgreSQL.
+    Element by element, so neither the JSON text's escapes (`Caf\\u00e9`) nor its quoting get
+    in the way of a match."""
+
+    inherit_cache = True
+    name = "json_texts"
+
+
+@compiles(json_texts)
+def _json_texts_default(element: json_texts, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_array_elements_text({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_texts, "sqlite")
+def _json_texts_sqlite(element: json_texts, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_each({compiler.process(element.clauses, **kw)})"
+
+
+async def category_spellings(session: AsyncSession, category: str) -> list[str]:
+    """The stored categories that are `category` in another case: compared in Python
+    (`str.casefold`), as neither SQLite's `lower()` (ASCII only) nor PostgreSQL's (its
+    collation's) folds every letter alike."""
+    wanted = category.strip().casefold()
+    elements = json_texts(CryptoListing.categories).table_valued("value")
+    stored = await session.scalars(
+        select(elements.c.value).select_from(CryptoListing).join(elements, true()).distinct()
+    )
+    return sorted(name for name in stored if isinstance(name, str) and name.casefold() == wanted)
+
+
 def listings_query(
     *,
     symbol_filter: str | None = None,
     search: str | None = None,
-    category: str | None = None,
+    categories: Sequence[str] | None = None,
     min_market_cap: Decimal | None = None,
     max_market_cap: Decimal | None = None,
 ) -> Select[Any]:
+    """The listings matching every filter given; `categories`: those with any of these
+    categories, as stored (see `category_spellings`)."""
     query = select(CryptoListing)
     if symbol_filter:
         pattern = f"%{_escape_like(symbol_filter.strip().upper())}%"
@@ -758,11 +896,10 @@ def listings_query(
                 func.lower(CryptoListing.symbol).like(pattern, escape="\\"),
             )
         )
-    if category:
-        # Categories are a JSON list; its text holds each one quoted. Portable across backends.
-        quoted = f'%"{_escape_like(category.strip().lower())}"%'
+    if categories is not None:
+        elements = json_texts(CryptoListing.categories).table_valued("value")
         query = query.where(
-            func.lower(cast(CryptoListing.categories, String)).like(quoted, escape="\\")
+            exists(select(literal(1)).select_from(elements).where(elements.c.value.in_(categories)))
         )
     if min_market_cap is not None:
         query = query.where(numeric_order(CryptoListing.market_cap) >= float(min_market_cap))

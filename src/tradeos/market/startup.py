@@ -13,6 +13,7 @@ from tradeos.market import service
 from tradeos.market.live import LiveFeed
 from tradeos.market.models import CryptoListing
 from tradeos.market.providers.registry import MarketData, make_market_data
+from tradeos.market.symbols import normalize
 
 if TYPE_CHECKING:
     from tradeos.config import Settings
@@ -62,7 +63,8 @@ def live_feed(settings: Settings, market: MarketData, events: EventBus) -> LiveF
 
         symbols = list(CATALOGUE)
     else:
-        symbols = list(settings.ccxt_symbols)
+        # One feed per instrument, however often CCXT_SYMBOLS spells it (BTC/USDT, btc-usdt).
+        symbols = list(dict.fromkeys(normalize(symbol) for symbol in settings.ccxt_symbols))
     if not symbols:
         return None
     return LiveFeed(market.provider, events, symbols)
