@@ -508,11 +508,29 @@ def backtest(
             "--json", help="Print the results as JSON on stdout (metrics, trades, params)."
         ),
     ] = False,
+    optimize: Annotated[
+        str | None,
+        typer.Option(
+            "--optimize",
+            help="Optimize instead: a grid of parameter values, name=start:stop:step (stop "
+            "included) or name=value, comma separated, e.g. 'fast=5:50:5,slow=20:200:10'. "
+            "One instrument.",
+            show_default=False,
+        ),
+    ] = None,
+    rank_by: Annotated[
+        str, typer.Option("--rank-by", help="With --optimize: the metric to rank by.")
+    ] = "total_return",
+    top: Annotated[
+        int, typer.Option(min=1, max=100, help="With --optimize: how many best sets to show.")
+    ] = 10,
 ) -> None:
-    """Backtest a formula on stored or simulated candles (--symbol) or on CSV files (--data).
+    """Backtest a formula on stored or simulated candles (--symbol) or on CSV files (--data),
+    or optimize its parameters over a grid (--optimize).
 
     tradeos backtest sma.txt --symbol BTC-USD --timeframe 1h --bars 2000
     tradeos backtest sma.txt --data btc.csv --timeframe 1d --param fast=5 --report out.html
+    tradeos backtest sma.txt --data btc.csv --optimize "fast=5:50:5,slow=20:200:10" --rank-by sharpe
     """
     import json
 
@@ -535,6 +553,7 @@ def backtest(
     if window[0] and window[1] and window[0] >= window[1]:
         _fail("--start must be before --end.")
     params = _backtest_params(param or [])
+    grid = _backtest_grid(optimize, rank_by, params, symbol, data, report) if optimize else None
     config = _backtest_config(
         cash=cash, commission=commission, slippage_bps=slippage_bps, fill=fill, size=size,
         whole_units=whole_units, allow_short=allow_short,
@@ -565,6 +584,11 @@ def backtest(
         if len(instrument) == 0:
             _fail(f"No candles of {instrument.symbol} {frame} in the chosen window.")
 
+    if grid is not None:
+        _optimize(
+            formula_file, formula, candles[0], grid, rank_by, top, config, frame.value, as_json
+        )
+        return
     with Progress(
         TextColumn("backtest {task.description}"),
         BarColumn(),
@@ -610,6 +634,92 @@ def backtest(
             "than the cash: try --fractional.",
             highlight=False,
         )
+
+
+def _backtest_grid(
+    text: str,
+    rank_by: str,
+    params: dict[str, float],
+    symbol: list[str] | None,
+    data: list[Path] | None,
+    report: Path | None,
+) -> dict[str, list[float]]:
+    """The --optimize grid, with --param values of parameters outside it as one value each
+    (as `POST /backtests/optimize` does)."""
+    import math
+
+    from tradeos.backtest import runner
+
+    if len(data or symbol or []) > 1:
+        _fail("--optimize runs on one instrument: give one --symbol or one --data file.")
+    if report is not None:
+        _fail("--report shows one backtest: run the best parameters without --optimize.")
+    if rank_by not in runner.METRIC_NAMES:
+        _fail(f"--rank-by must be one of: {', '.join(runner.METRIC_NAMES)}")
+    try:
+        grid = runner.parse_grid(text)
+    except runner.OptimizationError as error:
+        _fail(f"--optimize: {error}")
+    count = math.prod(len(values) for values in grid.values())
+    if count > runner.MAX_COMBINATIONS:
+        _fail(f"--optimize: {count:,} combinations; at most {runner.MAX_COMBINATIONS:,}.")
+    grid.update({name: [value] for name, value in params.items() if name not in grid})
+    return grid
+
+
+def _optimize(
+    formula_file: Path,
+    formula: str,
+    candles: Any,
+    grid: dict[str, list[float]],
+    rank_by: str,
+    top: int,
+    config: Any,
+    timeframe: str,
+    as_json: bool,
+) -> None:
+    import json
+
+    from tradeos.backtest import runner
+    from tradeos.backtest.report import format_metric
+    from tradeos.strategies.formula import EvaluationError, InvalidFormula
+
+    try:
+        rows = runner.optimize(candles, formula, grid, objective=rank_by, top=top, config=config)
+    except (InvalidFormula, EvaluationError) as error:
+        _fail(f"{formula_file.name}: {error}")
+    except ValueError as error:  # OptimizationError (an unknown name), BacktestInputError
+        _fail(f"Cannot optimize: {error}")
+    if as_json:
+        answer = {
+            "symbol": candles.symbol,
+            "timeframe": timeframe,
+            "bars": len(candles),
+            "rank_by": rank_by,
+            "top": [row.as_dict() for row in rows],
+        }
+        typer.echo(json.dumps(answer))
+        return
+    combos = 1
+    for values in grid.values():
+        combos *= len(values)
+    console.print(
+        f"{candles.symbol} {timeframe}: {len(candles):,} bars, {combos:,} parameter "
+        f"combinations, best {len(rows)} by {rank_by}",
+        highlight=False,
+    )
+    shown = [rank_by, *(m for m in ("total_return", "sharpe", "max_drawdown", "trades")
+                        if m != rank_by)]  # fmt: skip
+    table = Table(title="Optimization")
+    table.add_column("rank", justify="right")
+    table.add_column("parameters")
+    for name in shown:
+        table.add_column(name.replace("_", " "), justify="right")
+    for row in rows:
+        said = ", ".join(f"{name}={value:g}" for name, value in row.params.items())
+        values = row.metrics.as_dict()
+        table.add_row(str(row.rank), said, *(format_metric(name, values[name]) for name in shown))
+    console.print(table)
 
 
 def _reason(error: BaseException) -> str:

@@ -219,3 +219,28 @@ def test_bad_periods_are_refused() -> None:
         ind.sma(CL, 1)
     with pytest.raises(ValueError, match="whole number"):
         ind.ema(CL, 2.5)  # type: ignore[arg-type]
+
+
+def test_the_compiled_crossing_equals_its_numpy_definition() -> None:
+    # Rounded values make ties; NaNs compare false. float32 inputs take the numpy path.
+    rng = np.random.default_rng(5)
+    a = np.round(rng.normal(0, 1, 2000), 1)
+    b = np.round(rng.normal(0, 1, 2000), 1)
+    a[rng.integers(0, 2000, 50)] = np.nan
+    for cross in (ind.crossover, ind.crossunder):
+        compiled = cross(a, b)
+        plain = cross(a.astype(np.float32), b.astype(np.float32))
+        assert compiled.any()
+        np.testing.assert_array_equal(compiled, plain)
+
+
+def test_gap_scans_remembered_within_an_evaluation_change_no_result() -> None:
+    gapped = CL.copy()
+    gapped[1500:1510] = np.nan
+    fresh = [ind.sma(gapped, 20), ind.rsi(gapped, 14), ind.atr(H, L, gapped, 14)]
+    with ind.gap_scans():
+        remembered = [ind.sma(gapped, 20), ind.rsi(gapped, 14), ind.atr(H, L, gapped, 14)]
+        again = ind.sma(gapped, 20)
+    for ours, theirs in zip([*remembered, again], [*fresh, fresh[0]], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert np.isnan(fresh[0][1500:1529]).all() and not np.isnan(fresh[0][1529:]).any()

@@ -31,14 +31,18 @@ def warm_up_backtests() -> None:
 
 
 @job("backtest.run", priority=Priority.LOW, timeout=1800, max_attempts=2, backoff=10)
-async def run_backtest(ctx: JobContext, backtest_id: int) -> dict[str, Any]:
-    """Run backtest `backtest_id` (a backtest or an optimization) and store its result."""
+async def run_backtest(
+    ctx: JobContext, backtest_id: int, part: int | None = None
+) -> dict[str, Any]:
+    """Run backtest `backtest_id` (a backtest or an optimization) and store its result; with
+    `part`, one part of an optimization's grid shared by several jobs (`service.store_part`:
+    the last part to finish stores the merged ranking)."""
     async with ctx.database.session() as session:
         request = await service.start(session, backtest_id)
     if request is None:
         return {"skipped": "deleted or finished"}
     try:
-        return await _run(ctx, backtest_id, request)
+        return await _run(ctx, backtest_id, request, part)
     except (InvalidFormula, EvaluationError, ValueError) as error:
         # The formula, the parameters or the candles: the same on every attempt.
         async with ctx.database.session() as session:
@@ -53,7 +57,9 @@ async def run_backtest(ctx: JobContext, backtest_id: int) -> dict[str, Any]:
         raise
 
 
-async def _run(ctx: JobContext, backtest_id: int, request: dict[str, Any]) -> dict[str, Any]:
+async def _run(
+    ctx: JobContext, backtest_id: int, request: dict[str, Any], part: int | None
+) -> dict[str, Any]:
     timeframe = Timeframe(request["timeframe"])
     start = datetime.fromisoformat(request["start"])
     end = datetime.fromisoformat(request["end"])
@@ -73,6 +79,28 @@ async def _run(ctx: JobContext, backtest_id: int, request: dict[str, Any]) -> di
             )
     bars = max(len(instrument) for instrument in candles)
     config = service.config_of(request)
+    if request["kind"] == BacktestKind.OPTIMIZE and part is not None:
+        parts = int(request["parts"])
+        await ctx.progress(30, f"optimizing part {part + 1} of {parts} over {bars:,} bars")
+        rows = await anyio.to_thread.run_sync(
+            lambda: runner.optimize(
+                candles[0],
+                request["formula"],
+                {name: list(values) for name, values in request["grid"].items()},
+                objective=request["objective"],
+                top=request["top"],
+                config=config,
+                part=(part, parts),
+            )
+        )
+        await ctx.progress(90, "storing")
+        async with ctx.database.session() as session:
+            stored = await service.store_part(
+                session, backtest_id, part, len(candles[0]), [row.as_part() for row in rows]
+            )
+        if not stored:
+            return {"skipped": "deleted or failed while running"}
+        return {"backtest_id": backtest_id, "part": part, "bars": len(candles[0])}
     if request["kind"] == BacktestKind.OPTIMIZE:
         await ctx.progress(30, f"optimizing over {bars:,} bars")
         rows = await anyio.to_thread.run_sync(

@@ -12,6 +12,9 @@
 - `optimize`: every combination of a parameter grid on one instrument, best first by a metric.
   Formulas without stop / target / size rules run as one `engine.run_grid` (numba, all cores);
   the others, and objectives `run_grid` does not compute, run `run_backtest` per combination.
+  `part=(k, n)` runs one of n contiguous parts of the grid (one job each, on any worker
+  process), and `merge_ranked` merges the parts' answers into the whole grid's ranking.
+- `parse_grid`: the CLI's `--optimize "fast=5:50:5,slow=20"` grid.
 - `downsample`: an equity (or price) curve cut to at most `max_points` points for a chart or an
   API answer, keeping the first and last points and each bucket's minimum and maximum, so peaks
   and drawdowns survive.
@@ -73,8 +76,12 @@ __all__ = [
     "SymbolTrade",
     "align",
     "downsample",
+    "grid_range",
+    "merge_ranked",
     "metrics_dict",
     "optimize",
+    "parse_grid",
+    "part_bounds",
     "run_formula",
     "warm_up",
 ]
@@ -438,6 +445,10 @@ class OptimizationRow:
     params: dict[str, float]
     metrics: Metrics
     final_equity: float
+    # Its position in the whole grid and the value it was ranked by: what `merge_ranked`
+    # needs to rank the best of several parts of one grid as one `optimize` would.
+    combination: int = 0
+    score: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -446,6 +457,15 @@ class OptimizationRow:
             "final_equity": _finite(self.final_equity),
             "metrics": metrics_dict(self.metrics),
         }
+
+    def as_part(self) -> dict[str, Any]:
+        """`as_dict` with the position and ranking value, for `merge_ranked`."""
+        score: float | str | None = self.score
+        if math.isnan(self.score):
+            score = None
+        elif math.isinf(self.score):  # JSON has no infinity: as text, which float() reads
+            score = "inf" if self.score > 0 else "-inf"
+        return {**self.as_dict(), "combination": self.combination, "score": score}
 
 
 def _combinations(
@@ -468,6 +488,83 @@ def _combinations(
     return [
         dict(zip(names, (float(v) for v in values), strict=True))
         for values in itertools.product(*(grid[name] for name in names))
+    ]
+
+
+def grid_range(start: float, stop: float, step: float) -> list[float]:
+    """`start`, `start + step`, … up to `stop` inclusive (the API's `{start, stop, step}`)."""
+    if not step > 0 or not math.isfinite(step):
+        raise OptimizationError("a grid step must be a positive number")
+    if not (math.isfinite(start) and math.isfinite(stop)) or stop < start:
+        raise OptimizationError("a grid range must not end before it starts")
+    # A hair of tolerance, so 0.1 steps reach their stop despite binary rounding.
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > MAX_COMBINATIONS:
+        raise OptimizationError(
+            f"{count:,} values; at most {MAX_COMBINATIONS:,} combinations can be optimized"
+        )
+    return [float(start + k * step) for k in range(count)]
+
+
+def parse_grid(text: str) -> dict[str, list[float]]:
+    """A grid written as `name=start:stop:step` or `name=value`, comma separated
+    (`"fast=5:50:5,slow=20:200:10"`): parameter name → the values to try."""
+    grid: dict[str, list[float]] = {}
+    for part in text.split(","):
+        name, equals, spec = (piece.strip() for piece in part.partition("="))
+        if not equals or not name or not spec:
+            raise OptimizationError(
+                f"{part.strip()!r}: write name=start:stop:step or name=value, "
+                "e.g. fast=5:50:5,slow=20:200:10"
+            )
+        if name in grid:
+            raise OptimizationError(f"parameter '{name}' is given twice")
+        try:
+            numbers = [float(piece) for piece in spec.split(":")]
+        except ValueError:
+            numbers = []
+        if len(numbers) == 1 and math.isfinite(numbers[0]):
+            grid[name] = numbers
+        elif len(numbers) == 3:
+            grid[name] = grid_range(*numbers)
+        else:
+            raise OptimizationError(
+                f"{name}={spec}: write start:stop:step (stop included) or one number"
+            )
+    return grid
+
+
+def part_bounds(count: int, part: int, parts: int) -> tuple[int, int]:
+    """The combinations `[start, stop)` of part `part` (0-based) when a grid of `count`
+    combinations is cut into `parts` contiguous parts of nearly equal size."""
+    if not 0 <= part < parts:
+        raise OptimizationError(f"part {part} of {parts} does not exist")
+    return count * part // parts, count * (part + 1) // parts
+
+
+def merge_ranked(
+    parts: Iterable[Sequence[Mapping[str, Any]]], objective: str, top: int
+) -> list[dict[str, Any]]:
+    """The `top` best rows of several `optimize(..., part=...)` answers (as `as_part` dicts),
+    ranked 1… as one `optimize` over the whole grid ranks them: by score (smallest first for
+    `LOWER_IS_BETTER`, largest first otherwise, missing last), ties in grid order."""
+    sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
+
+    def key(row: Mapping[str, Any]) -> tuple[float, int]:
+        # `_order`'s key: NaN (stored as null) sorts as +inf, ties keep the grid's order.
+        score = float("nan") if row.get("score") is None else float(row["score"])
+        value = sign * score
+        return (math.inf if math.isnan(value) else value), int(row["combination"])
+
+    rows = sorted((row for rows in parts for row in rows), key=key)[:top]
+    return [
+        {
+            "rank": rank,
+            "params": row["params"],
+            "final_equity": row["final_equity"],
+            "metrics": row["metrics"],
+        }
+        for rank, row in enumerate(rows, start=1)
     ]
 
 
@@ -496,12 +593,17 @@ def optimize(
     objective: str,
     top: int,
     config: BacktestConfig,
+    part: tuple[int, int] | None = None,
 ) -> list[OptimizationRow]:
     """Backtest `formula` on one instrument for every combination of the `grid`'s parameter
     values (at most `MAX_COMBINATIONS`; parameters not in the grid keep their defaults), and
     return the `top` best by the metric `objective` (any `Metrics` field; the ones in
     `LOWER_IS_BETTER` rank smallest first, the others largest first; NaN ranks last), each
-    with its params and full metrics, equal to `run_formula` with those params."""
+    with its params and full metrics, equal to `run_formula` with those params.
+
+    `part=(k, n)` runs only the k-th of n contiguous parts of the grid (`part_bounds`), so
+    separate processes can share a large grid; `merge_ranked` combines their answers into
+    what the whole grid gives."""
     if objective not in METRIC_NAMES:
         raise OptimizationError(
             f"unknown objective '{objective}'; one of: {', '.join(METRIC_NAMES)}"
@@ -511,10 +613,14 @@ def optimize(
     _check_candles([candles])
     compiled = compile_formula(formula)
     combinations = _combinations(compiled, grid)
+    first = 0
+    if part is not None:
+        first, stop = part_bounds(len(combinations), *part)
+        combinations = combinations[first:stop]
     source = Candles(candles.inputs())
     rules = set(compiled.rules)
     if objective in GRID_COLUMNS and not rules & set(_LEVEL_RULES):
-        order = _grid_order(candles, compiled, source, combinations, objective, config)
+        order, values = _grid_order(candles, compiled, source, combinations, objective, config)
         chosen = [combinations[int(i)] for i in order[:top]]
         runs = [_single(candles, compiled, source, params, config) for params in chosen]
     else:
@@ -529,8 +635,12 @@ def optimize(
             params=compiled.parameter_values(params),
             metrics=run.metrics,
             final_equity=run.final_equity,
+            combination=first + int(index),
+            score=float(values[int(index)]),
         )
-        for rank, (params, run) in enumerate(zip(chosen, runs, strict=True), start=1)
+        for rank, (params, run, index) in enumerate(
+            zip(chosen, runs, order[:top], strict=True), start=1
+        )
     ]
 
 
@@ -556,9 +666,9 @@ def _grid_order(
     combinations: Sequence[Mapping[str, float]],
     objective: str,
     config: BacktestConfig,
-) -> NDArray[np.intp]:
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Every combination through `run_grid`, in chunks of combinations that keep the signal rows
-    within `_GRID_CHUNK_BYTES`; the combinations' order by `objective`."""
+    within `_GRID_CHUNK_BYTES`; the combinations' order by `objective`, and their values."""
     rules = [name for name in _SIGNAL_RULES if name in compiled.rules]
     n_bars = len(candles)
     chunk = max(1, _GRID_CHUNK_BYTES // max(1, len(rules) * n_bars))
@@ -577,7 +687,7 @@ def _grid_order(
             config=config,
         )  # fmt: skip
         values[start : start + len(part)] = summary.column(objective)
-    return _order(values, objective)
+    return _order(values, objective), values
 
 
 # -- charts -----------------------------------------------------------------------------------

@@ -8,6 +8,12 @@ never in a request. What a GET or a report needs is stored when the job finishes
 full trade list and an equity curve cut to `MAX_CURVE_POINTS`; the report re-reads the candles
 for its price charts (a read, no simulation).
 
+A large optimization is shared: one `backtest.run` job per `OPTIMIZE_PART_COMBINATIONS`
+combinations (`request["parts"]`), each on whichever worker process takes it. Each part stores
+its best rows on the backtest (`store_part`, under the row lock); the part that completes the
+set merges them into the ranking the whole grid gives and the optimization succeeds. A failing
+part fails it, and the parts still to run then store nothing. Its `job_id` is the first part's.
+
 Daily quota: `Quota.BACKTESTS_PER_DAY` of the caller's plan counts their backtests and
 optimizations created since 00:00 UTC, deleted ones too; one more is a 429 problem with
 `Retry-After` (the seconds to the next midnight UTC).
@@ -229,6 +235,7 @@ async def _queue(
     kind: BacktestKind,
     request: dict[str, Any],
     strategy_id: int | None,
+    parts: int = 1,
 ) -> Backtest:
     await _within_quota(session, principal)
     backtest = Backtest(
@@ -241,8 +248,16 @@ async def _queue(
     )
     session.add(backtest)
     await session.flush()
-    run = await jobs.enqueue(session, job, {"backtest_id": backtest.id}, owner_id=principal.user_id)
-    backtest.job_id = run.id
+    runs = [
+        await jobs.enqueue(
+            session,
+            job,
+            {"backtest_id": backtest.id} if parts == 1 else {"backtest_id": backtest.id, "part": k},
+            owner_id=principal.user_id,
+        )
+        for k in range(parts)
+    ]
+    backtest.job_id = runs[0].id
     await session.flush()
     return backtest
 
@@ -305,6 +320,11 @@ def _too_many(count: int) -> ValidationFailed:
     )
 
 
+# Combinations per job of an optimization: a larger grid is shared by several jobs, each
+# on whichever worker process takes it.
+OPTIMIZE_PART_COMBINATIONS = 1000
+
+
 async def create_optimization(
     session: AsyncSession,
     jobs: JobQueue,
@@ -354,8 +374,18 @@ async def create_optimization(
         "grid": grid,
         "objective": body.objective.value,
         "top": body.top,
+        "parts": parts_of(count),
     }
-    return await _queue(session, jobs, job, principal, BacktestKind.OPTIMIZE, request, strategy_id)
+    return await _queue(
+        session, jobs, job, principal, BacktestKind.OPTIMIZE, request, strategy_id,
+        parts=request["parts"],
+    )  # fmt: skip
+
+
+def parts_of(combinations: int) -> int:
+    """How many jobs share an optimization of `combinations`: one per
+    `OPTIMIZE_PART_COMBINATIONS`, so a large grid runs on several worker processes at once."""
+    return max(1, math.ceil(combinations / OPTIMIZE_PART_COMBINATIONS))
 
 
 # -- running (the job's side) ----------------------------------------------------------------
@@ -385,8 +415,9 @@ async def start(session: AsyncSession, backtest_id: int) -> dict[str, Any] | Non
     )
     if backtest is None or backtest.deleted_at is not None or backtest.status in FINISHED:
         return None
-    backtest.status = BacktestStatus.RUNNING.value
-    backtest.started_at = utcnow()
+    if backtest.status != BacktestStatus.RUNNING.value:  # the first of its parts to start
+        backtest.status = BacktestStatus.RUNNING.value
+        backtest.started_at = utcnow()
     await session.flush()
     return {**backtest.request, "kind": backtest.kind}
 
@@ -480,6 +511,30 @@ async def store_result(session: AsyncSession, backtest_id: int, result: dict[str
     return True
 
 
+async def store_part(
+    session: AsyncSession, backtest_id: int, part: int, bars: int, rows: list[dict[str, Any]]
+) -> bool:
+    """Store one part of a shared optimization (`runner.optimize(..., part=...)` rows as
+    `as_part` dicts). The part that completes the set merges them (`runner.merge_ranked`) into
+    the result the whole grid gives, and the optimization succeeds. False when it is gone,
+    deleted or already finished (a part failed)."""
+    backtest = await session.scalar(
+        select(Backtest).where(Backtest.id == backtest_id).with_for_update()
+    )
+    if backtest is None or backtest.deleted_at is not None or backtest.status in FINISHED:
+        return False
+    request = backtest.request
+    # A new dict, so the JSON column is seen as changed; a retried part replaces its own.
+    stored = dict((backtest.result or {}).get("parts", {}))
+    stored[str(part)] = rows
+    if len(stored) < int(request["parts"]):
+        backtest.result = {"parts": stored}
+        await session.flush()
+        return True
+    top = runner.merge_ranked(stored.values(), request["objective"], int(request["top"]))
+    return await store_result(session, backtest_id, {"bars": bars, "top": top})
+
+
 async def store_failure(session: AsyncSession, backtest_id: int, error: str) -> bool:
     backtest = await session.scalar(
         select(Backtest).where(Backtest.id == backtest_id).with_for_update()
@@ -554,6 +609,16 @@ def as_out(backtest: Backtest, run: JobRun | None) -> BacktestOut:
     progress, message = 0, None
     if status is BacktestStatus.SUCCEEDED:
         progress = 100
+    elif status not in FINISHED and int(backtest.request.get("parts", 1)) > 1:
+        # Shared by several jobs: the parts stored so far say how far it is.
+        parts = int(backtest.request["parts"])
+        done = len((backtest.result or {}).get("parts", {}))
+        progress, message = 100 * done // parts, f"{done} of {parts} parts done"
+        if done or (run is not None and run.status == RunStatus.RUNNING):
+            status = BacktestStatus.RUNNING
+        if run is not None and run.status == RunStatus.FAILED:
+            status = BacktestStatus.FAILED
+            error = (run.error or "the job failed").strip().splitlines()[-1][:500]
     elif status not in FINISHED and run is not None:
         progress, message = run.progress, run.progress_message
         if run.status == RunStatus.FAILED:

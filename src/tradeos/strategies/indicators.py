@@ -44,7 +44,9 @@ indicator fed into another) this is exactly how TA-Lib treats it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import numba
@@ -54,6 +56,7 @@ import numpy.typing as npt
 Series = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float64]
 Positions = npt.NDArray[np.int64]
+BoolSeries = npt.NDArray[np.bool_]
 
 Compiled = TypeVar("Compiled", bound=Callable[..., Any])
 
@@ -77,6 +80,7 @@ __all__ = [
     "crossover",
     "crossunder",
     "ema",
+    "gap_scans",
     "highest",
     "lowest",
     "macd",
@@ -482,10 +486,38 @@ def _stochastic_kernel(
 
 
 # --- gaps: each kernel runs on each stretch of finite values, all inside compiled code
-# (a Python call per stretch would let a gappy series cost seconds).
+# (a Python call per stretch would let a gappy series cost seconds). A series without a gap
+# (the common case) goes to its kernel as it is: no scan for edges, no copy.
 
 _SMA, _EMA, _WMA, _RSI, _ROC, _STDEV, _HIGHEST, _LOWEST, _MACD, _BANDS = range(10)
 _ATR, _ADX, _CCI, _STOCHASTIC, _OBV, _VWAP = range(10, 16)
+
+
+@_compiled
+def _series_kernel(
+    code: int, x: Series, p1: int, p2: int, p3: int, factor: float
+) -> Matrix:  # pragma: no cover - compiled
+    # One stretch of finite values; a one-line indicator comes back as a (1, n) view.
+    n = x.shape[0]
+    if code == _SMA:
+        return _sma_kernel(x, p1).reshape((1, n))
+    if code == _EMA:
+        return _ema_kernel(x, p1, p1 - 1).reshape((1, n))
+    if code == _WMA:
+        return _wma_kernel(x, p1).reshape((1, n))
+    if code == _RSI:
+        return _rsi_kernel(x, p1).reshape((1, n))
+    if code == _ROC:
+        return _roc_kernel(x, p1).reshape((1, n))
+    if code == _STDEV:
+        return _stdev_kernel(x, p1).reshape((1, n))
+    if code == _HIGHEST:
+        return _extreme_kernel(x, p1, True).reshape((1, n))
+    if code == _LOWEST:
+        return _extreme_kernel(x, p1, False).reshape((1, n))
+    if code == _MACD:
+        return _macd_kernel(x, p1, p2, p3)
+    return _bands_kernel(x, p1, factor)
 
 
 @_compiled
@@ -503,27 +535,32 @@ def _series_runs(
     for run in range(starts.shape[0]):
         a = starts[run]
         b = stops[run]
-        part = x[a:b].copy()
-        if code == _SMA:
-            out[0, a:b] = _sma_kernel(part, p1)
-        elif code == _EMA:
-            out[0, a:b] = _ema_kernel(part, p1, p1 - 1)
-        elif code == _WMA:
-            out[0, a:b] = _wma_kernel(part, p1)
-        elif code == _RSI:
-            out[0, a:b] = _rsi_kernel(part, p1)
-        elif code == _ROC:
-            out[0, a:b] = _roc_kernel(part, p1)
-        elif code == _STDEV:
-            out[0, a:b] = _stdev_kernel(part, p1)
-        elif code == _HIGHEST:
-            out[0, a:b] = _extreme_kernel(part, p1, True)
-        elif code == _LOWEST:
-            out[0, a:b] = _extreme_kernel(part, p1, False)
-        elif code == _MACD:
-            out[:, a:b] = _macd_kernel(part, p1, p2, p3)
-        else:
-            out[:, a:b] = _bands_kernel(part, p1, factor)
+        out[:, a:b] = _series_kernel(code, x[a:b].copy(), p1, p2, p3, factor)
+
+
+@_compiled
+def _candle_kernel(
+    code: int,
+    high: Series,
+    low: Series,
+    close: Series,
+    volume: Series,
+    p1: int,
+    p2: int,
+    p3: int,
+) -> Matrix:  # pragma: no cover - compiled
+    n = close.shape[0]
+    if code == _ATR:
+        return _atr_kernel(high, low, close, p1).reshape((1, n))
+    if code == _ADX:
+        return _adx_kernel(high, low, close, p1).reshape((1, n))
+    if code == _CCI:
+        return _cci_kernel(high, low, close, p1).reshape((1, n))
+    if code == _STOCHASTIC:
+        return _stochastic_kernel(high, low, close, p1, p2, p3)
+    if code == _OBV:
+        return _obv_kernel(close, volume).reshape((1, n))
+    return _vwap_kernel(high, low, close, volume).reshape((1, n))
 
 
 @_compiled
@@ -543,43 +580,84 @@ def _candle_runs(
     for run in range(starts.shape[0]):
         a = starts[run]
         b = stops[run]
-        h = high[a:b].copy()
-        lo = low[a:b].copy()
-        c = close[a:b].copy()
-        v = volume[a:b].copy()
-        if code == _ATR:
-            out[0, a:b] = _atr_kernel(h, lo, c, p1)
-        elif code == _ADX:
-            out[0, a:b] = _adx_kernel(h, lo, c, p1)
-        elif code == _CCI:
-            out[0, a:b] = _cci_kernel(h, lo, c, p1)
-        elif code == _STOCHASTIC:
-            out[:, a:b] = _stochastic_kernel(h, lo, c, p1, p2, p3)
-        elif code == _OBV:
-            out[0, a:b] = _obv_kernel(c, v)
-        else:
-            out[0, a:b] = _vwap_kernel(h, lo, c, v)
+        out[:, a:b] = _candle_kernel(
+            code,
+            high[a:b].copy(),
+            low[a:b].copy(),
+            close[a:b].copy(),
+            volume[a:b].copy(),
+            p1,
+            p2,
+            p3,
+        )
 
 
-def _finite_runs(arrays: list[Series], lookback: int) -> tuple[Positions, Positions]:
+@_compiled
+def _all_finite(x: Series) -> bool:  # pragma: no cover - compiled
+    # No early exit: the loop vectorizes, and a gap-free series (the common case) is read
+    # to its end anyway.
+    gaps = 0
+    for i in range(x.shape[0]):
+        gaps += not np.isfinite(x[i])
+    return gaps == 0
+
+
+# Gap scans remembered within one formula evaluation (`gap_scans()`), keyed by the input
+# arrays' ids; the arrays are held too, so an id cannot be reused while it is remembered.
+_Stretches = tuple[Positions, Positions] | None  # None: no gap at all
+_scans: ContextVar[dict[tuple[int, ...], tuple[tuple[Series, ...], _Stretches]] | None] = (
+    ContextVar("indicator_gap_scans", default=None)
+)
+
+
+@contextmanager
+def gap_scans() -> Iterator[None]:
+    """Within this block, each distinct input (or tuple of candle inputs) is scanned for gaps
+    once, however many indicators read it. For callers that do not change the arrays inside
+    the block (one formula evaluation)."""
+    token = _scans.set({})
+    try:
+        yield
+    finally:
+        _scans.reset(token)
+
+
+def _stretches(arrays: tuple[Series, ...]) -> _Stretches:
+    """Start and stop of each stretch where every array is finite, or None when all of them
+    are finite everywhere."""
+    memo = _scans.get()
+    key = tuple(id(values) for values in arrays)
+    if memo is not None and key in memo:
+        return memo[key][1]
+    if all(_all_finite(values) for values in arrays):
+        found: _Stretches = None
+    else:
+        finite = np.isfinite(arrays[0])
+        for values in arrays[1:]:
+            finite &= np.isfinite(values)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], finite.view(np.int8), [0]))))
+        found = edges[::2].astype(np.int64), edges[1::2].astype(np.int64)
+    if memo is not None:
+        memo[key] = (arrays, found)
+    return found
+
+
+def _finite_runs(arrays: tuple[Series, ...], lookback: int) -> tuple[Positions, Positions]:
     """Start and stop of each stretch where every array is finite and longer than `lookback`
     (a shorter stretch is all warm-up)."""
-    finite = np.isfinite(arrays[0])
-    for values in arrays[1:]:
-        finite &= np.isfinite(values)
-    if finite.all():  # the common case: one stretch, found without scanning for edges
-        whole = finite.shape[0] > lookback
-        return np.array([0] if whole else [], np.int64), np.array(
-            [finite.shape[0]] if whole else [], np.int64
-        )
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], finite.view(np.int8), [0]))))
-    starts, stops = edges[::2].astype(np.int64), edges[1::2].astype(np.int64)
+    found = _stretches(arrays)
+    if found is None:
+        n = arrays[0].shape[0]
+        whole = n > lookback
+        return np.array([0] if whole else [], np.int64), np.array([n] if whole else [], np.int64)
+    starts, stops = found
     keep = stops - starts > lookback
     return starts[keep], stops[keep]
 
 
-def _as_arrays(*inputs: Series) -> list[Series]:
-    arrays = [np.ascontiguousarray(values, dtype=np.float64) for values in inputs]
+def _as_arrays(*inputs: Series) -> tuple[Series, ...]:
+    # No copy for what is already a contiguous float64 array (every array a formula passes).
+    arrays = tuple(np.ascontiguousarray(values, dtype=np.float64) for values in inputs)
     n = arrays[0].shape
     if len(n) != 1 or any(values.shape != n for values in arrays):
         raise ValueError("indicator inputs must be one-dimensional arrays of the same length")
@@ -589,10 +667,13 @@ def _as_arrays(*inputs: Series) -> list[Series]:
 def _on_series(
     code: int, values: Series, lookback: int, p1: int, p2: int = 0, p3: int = 0, factor: float = 0
 ) -> Matrix:
-    (x,) = _as_arrays(values)
+    (x,) = arrays = _as_arrays(values)
+    if _stretches(arrays) is None and x.shape[0] > lookback:
+        whole: Matrix = _series_kernel(code, x, p1, p2, p3, factor)
+        return whole
     rows = 3 if code in (_MACD, _BANDS) else 1
     out = np.full((rows, x.shape[0]), np.nan)
-    starts, stops = _finite_runs([x], lookback)
+    starts, stops = _finite_runs(arrays, lookback)
     _series_runs(code, x, p1, p2, p3, factor, starts, stops, out)
     return out
 
@@ -607,6 +688,9 @@ def _on_candles(
     else:
         high, low, close = arrays[:3]
         volume = arrays[3] if len(arrays) == 4 else arrays[2]
+    if _stretches(arrays) is None and close.shape[0] > lookback:
+        whole: Matrix = _candle_kernel(code, high, low, close, volume, p1, p2, p3)
+        return whole
     rows = 2 if code == _STOCHASTIC else 1
     out = np.full((rows, close.shape[0]), np.nan)
     starts, stops = _finite_runs(arrays, lookback)
@@ -720,8 +804,36 @@ def lowest(values: Series, period: int) -> Series:
     return _first(_on_series(_LOWEST, values, p - 1, p))
 
 
-def crossover(a: Series, b: Series) -> npt.NDArray[np.bool_]:
+@_compiled
+def _cross_kernel(a: Series, b: Series, upward: bool) -> BoolSeries:  # pragma: no cover
+    # Branch-free (`&`, not `and`) so the loop vectorizes; a NaN compares false.
+    n = a.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    if upward:
+        for t in range(1, n):
+            out[t] = (a[t] > b[t]) & (a[t - 1] <= b[t - 1])
+    else:
+        for t in range(1, n):
+            out[t] = (a[t] < b[t]) & (a[t - 1] >= b[t - 1])
+    return out
+
+
+def _cross(a: Series, b: Series, upward: bool) -> BoolSeries | None:
+    """The compiled crossing for two float64 series of one length; None for anything else
+    (a fixed number, integers), which the numpy definition below handles."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return None
+    if a.dtype != np.float64 or b.dtype != np.float64 or a.ndim != 1 or a.shape != b.shape:
+        return None
+    result: BoolSeries = _cross_kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), upward)
+    return result
+
+
+def crossover(a: Series, b: Series) -> BoolSeries:
     """True on the bar where `a` moves from at or below `b` to above it."""
+    compiled = _cross(a, b, True)
+    if compiled is not None:
+        return compiled
     above = np.asarray(a > b)
     at_or_below = np.asarray(a <= b)
     result = np.zeros(above.shape[0], dtype=np.bool_)
@@ -729,8 +841,11 @@ def crossover(a: Series, b: Series) -> npt.NDArray[np.bool_]:
     return result
 
 
-def crossunder(a: Series, b: Series) -> npt.NDArray[np.bool_]:
+def crossunder(a: Series, b: Series) -> BoolSeries:
     """True on the bar where `a` moves from at or above `b` to below it."""
+    compiled = _cross(a, b, False)
+    if compiled is not None:
+        return compiled
     below = np.asarray(a < b)
     at_or_above = np.asarray(a >= b)
     result = np.zeros(below.shape[0], dtype=np.bool_)

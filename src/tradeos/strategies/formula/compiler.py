@@ -9,13 +9,14 @@ computes `sma(close, 10)` once for all combinations that use it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
+from tradeos.strategies import indicators as ind
 from tradeos.strategies.formula.errors import EvaluationError, FormulaError, InvalidFormula
 from tradeos.strategies.formula.functions import INPUTS, Array, FloatArray
 from tradeos.strategies.formula.limits import CACHE_BYTES, MAX_BARS, MAX_CELLS, MAX_LITERAL
@@ -69,10 +70,45 @@ class Signals:
     size: FloatArray | None
 
 
+class _FrozenInputs(Mapping[str, FloatArray]):
+    """The candle inputs as read-only float64 copies, each made when a formula first reads it
+    (a formula reading only `close` does not pay for copying the other four)."""
+
+    def __init__(self, raw: dict[str, npt.ArrayLike]) -> None:
+        self._raw = raw
+        self._frozen: dict[str, FloatArray] = {}
+
+    def __getitem__(self, name: str) -> FloatArray:
+        found = self._frozen.get(name)
+        if found is None:
+            found = _frozen_copy(name, self._raw[name])
+            self._frozen[name] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+
+def _frozen_copy(name: str, values: npt.ArrayLike) -> FloatArray:
+    try:
+        array = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(f"candle input '{name}' must hold numbers") from error
+    array.setflags(write=False)
+    return array
+
+
 class Candles:
     """Candle arrays checked and frozen once, for many evaluations (a parameter grid).
 
     Holds read-only float64 copies of the inputs and the indicator results computed on them.
+    A numeric array is copied when a formula first reads it: do not change it before then.
     """
 
     def __init__(self, inputs: Mapping[str, npt.ArrayLike]) -> None:
@@ -81,7 +117,7 @@ class Candles:
             raise EvaluationError(
                 f"unknown candle input '{unknown[0]}'; the inputs are {', '.join(INPUTS)}"
             )
-        self.arrays: dict[str, FloatArray] = {}
+        raw: dict[str, npt.ArrayLike] = {}
         length: int | None = None
         for name, values in inputs.items():
             shape = np.shape(values)
@@ -94,12 +130,10 @@ class Candles:
             if length is not None and shape[0] != length:
                 raise EvaluationError("all candle inputs must have the same number of bars")
             length = shape[0]
-            try:
-                array = np.array(values, dtype=np.float64)
-            except (TypeError, ValueError) as error:
-                raise EvaluationError(f"candle input '{name}' must hold numbers") from error
-            array.setflags(write=False)
-            self.arrays[name] = array
+            numeric = isinstance(values, np.ndarray) and values.dtype.kind in "biuf"
+            # Numeric arrays are copied when first read; anything else is checked now.
+            raw[name] = values if numeric else _frozen_copy(name, values)
+        self.arrays: Mapping[str, FloatArray] = _FrozenInputs(raw)
         self.length = length or 0
         self._cache: OrderedDict[Key, Array] = OrderedDict()
         self._cache_bytes = 0
@@ -154,7 +188,8 @@ class CompiledFormula:
         missing = [name for name in self.inputs if name not in candles.arrays]
         if missing:
             raise EvaluationError(f"the formula needs the candle input '{missing[0]}'")
-        with np.errstate(all="ignore"):
+        # Every indicator input is scanned for gaps once per evaluation, not once per call.
+        with np.errstate(all="ignore"), ind.gap_scans():
             run = _Run(self._program, values, candles)
             run.plan()
             return run.signals()
