@@ -44,6 +44,13 @@ RULES_BEYOND_THE_SCHEMA = {
     "/api/v1/accounts",
     "/api/v1/positions/{symbol}",  # a symbol may name no instrument (404)
     "/api/v1/risk/profile",  # percentages are 0 to 100: a bound a string's schema cannot state
+    # Sizing: the stop must differ from the entry, and exactly one of equity and account_id.
+    "/api/v1/risk/position-size",
+    # A signal or a close becomes orders under the same rules as /orders; a close needs an open
+    # position of at most the quantity asked.
+    "/api/v1/trading/execute",
+    "/api/v1/trading/close",
+    "/api/v1/positions/{symbol}/close",
     # A formula must be one the formula language accepts, and default_params must name its
     # parameters.
     "/api/v1/strategies",
@@ -53,6 +60,10 @@ RULES_BEYOND_THE_SCHEMA = {
     # combinations of values the formula accepts.
     "/api/v1/backtests",
     "/api/v1/backtests/optimize",
+    # Journal entries: whole ticks and steps, a time not in the future, affordable; trades and
+    # history: a time window's start before its end, at most 1000 history buckets.
+    "/api/v1/trades",
+    "/api/v1/portfolio/history",
 }
 
 

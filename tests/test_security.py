@@ -274,6 +274,8 @@ async def _backtest(
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/strategies/{strategy_id}"): STRATEGY,
     ("PATCH", "/api/v1/strategies/{strategy_id}"): {"name": "renamed"},
+    ("PATCH", "/api/v1/orders/{order_id}"): {"limit_price": "2.00"},
+    ("PUT", "/api/v1/accounts/{account_id}/trading-state"): {"state": "reducing"},
 }
 
 
@@ -295,11 +297,17 @@ OWNED: dict[str, tuple[Owned, list[tuple[str, str]]]] = {
         [
             ("GET", "/api/v1/accounts/{account_id}"),
             ("POST", "/api/v1/accounts/{account_id}/reset"),
+            ("GET", "/api/v1/accounts/{account_id}/trading-state"),
+            ("PUT", "/api/v1/accounts/{account_id}/trading-state"),
         ],
     ),
     "order": (
         _order,
-        [("GET", "/api/v1/orders/{order_id}"), ("DELETE", "/api/v1/orders/{order_id}")],
+        [
+            ("GET", "/api/v1/orders/{order_id}"),
+            ("PATCH", "/api/v1/orders/{order_id}"),
+            ("DELETE", "/api/v1/orders/{order_id}"),
+        ],
     ),
     "strategy": (
         _strategy,
@@ -331,9 +339,13 @@ SHARED = {
 }
 
 
-# Routes whose path names an instrument, read in one of the caller's own accounts (another
-# user's account given as `account_id` is 404: tests/trading/test_positions_api.py).
-OWN_BY_SYMBOL = {("GET", "/api/v1/positions/{symbol}")}
+# Routes whose path names an instrument, in one of the caller's own accounts (another user's
+# account given as `account_id` is 404: tests/trading/test_positions_api.py; closing one,
+# tests/trading/test_close_api.py).
+OWN_BY_SYMBOL = {
+    ("GET", "/api/v1/positions/{symbol}"),
+    ("POST", "/api/v1/positions/{symbol}/close"),
+}
 
 
 def test_every_owned_route_is_checked(app: FastAPI) -> None:

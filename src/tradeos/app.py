@@ -46,8 +46,11 @@ from tradeos.market import startup as market_startup
 from tradeos.market.router import routers as market_routers
 from tradeos.notifications.gateway import routers as gateway_routers
 from tradeos.notifications.router import routers as notifications_routers
+from tradeos.portfolio.router import routers as portfolio_routers
 from tradeos.risk.router import routers as risk_routers
 from tradeos.strategies.router import routers as strategies_routers
+from tradeos.trading import closing, facade, state_router
+from tradeos.trading.execution import RestingOrderWatcher
 from tradeos.trading.router import routers as trading_routers
 
 API_PREFIX = "/api/v1"
@@ -57,6 +60,8 @@ KYC_UPLOAD_PATH = f"{API_PREFIX}/auth/kyc/upload"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 logger = structlog.get_logger("tradeos.app")
+# How long shutdown waits for each background task (scheduler, live feed, order watcher).
+BACKGROUND_STOP_SECONDS = 10.0
 
 
 def _api_router() -> APIRouter:
@@ -73,8 +78,12 @@ def _api_router() -> APIRouter:
         *market_routers,
         *strategies_routers,
         *backtest_routers,
+        *closing.routers,  # before GET /positions/{symbol}: it answers /close-all
         *trading_routers,
         *risk_routers,
+        *state_router.routers,
+        *facade.routers,
+        *portfolio_routers,
     ):
         api.include_router(router)
     return api
@@ -120,9 +129,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await market_startup.prepare(app.state.database, app.state.market, jobs)
     live: asyncio.Task[None] | None = None
     feed = market_startup.live_feed(settings, app.state.market, app.state.events)
+    watcher: asyncio.Task[None] | None = None
     if settings.runs_jobs_in_serve and feed is not None:
         # Once per deployment, like the schedules: here when embedded.
         live = asyncio.create_task(feed.run(), name="tradeos-live-feed")
+        # Resting orders fill on the feed's ticks (trading/execution.py).
+        resting = RestingOrderWatcher(
+            app.state.database, app.state.events, settings, lambda: app.state.market.provider
+        )
+        watcher = asyncio.create_task(resting.run(), name="tradeos-order-watcher")
     logger.info(
         "startup",
         version=__version__,
@@ -136,10 +151,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for background in (scheduler, live):
+        for background in (scheduler, live, watcher):
             if background is not None:
                 background.cancel()
-                await asyncio.wait([background])
+                # Bounded: a task that swallowed its cancel must not hold the shutdown forever.
+                done, _ = await asyncio.wait([background], timeout=BACKGROUND_STOP_SECONDS)
+                if not done:
+                    logger.error("background_task_did_not_stop", task=background.get_name())
         # Jobs and events of requests committed just before shutdown still go out.
         await flush_committed_actions()
         await jobs.aclose()

@@ -276,6 +276,7 @@ def scheduler(module: ModuleOption = None) -> None:
     fires once."""
     from tradeos.core.jobs import JobQueue, Scheduler
     from tradeos.market import startup as market_startup
+    from tradeos.trading.execution import RestingOrderWatcher
 
     settings = load_settings()
     _require_shared_broker(settings, "scheduler")
@@ -295,8 +296,13 @@ def scheduler(module: ModuleOption = None) -> None:
                 names = ", ".join(d.name for d in schedule.definitions) or "none"
                 off = f" (off: {', '.join(schedule.switched_off)})" if schedule.switched_off else ""
                 console.print(f"TradeOS scheduler {schedule.worker_id}: {names}{off}")
-                # The live market feed runs once per deployment too: beside the schedules.
-                await asyncio.gather(schedule.run(), *([feed.run()] if feed else []))
+                # The live market feed runs once per deployment too: beside the schedules,
+                # with the matcher of resting orders on its ticks.
+                watcher = RestingOrderWatcher(
+                    ports["database"], ports["events"], settings, lambda: market_data.provider
+                )
+                live = [feed.run(), watcher.run()] if feed else []
+                await asyncio.gather(schedule.run(), *live)
             finally:
                 await jobs.aclose()
                 await market_data.aclose()

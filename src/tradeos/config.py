@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     paper_taker_fee_percent: Decimal = Field(default=Decimal("0.1"), ge=0, le=10)
     paper_maker_fee_percent: Decimal = Field(default=Decimal("0.1"), ge=0, le=10)
     paper_min_fee: Decimal = Field(default=Decimal(0), ge=0, le=1000)
+    # Minutes between two portfolio snapshots of an account (the `portfolio.snapshot` job
+    # takes them on multiples of it).
+    portfolio_snapshot_minutes: int = Field(default=15, ge=1, le=1440)
     # Serves candles and tickers when MARKET_PROVIDER fails: none, sim, or ccxt (a second
     # exchange, CCXT_FALLBACK_EXCHANGE).
     market_fallback_provider: Literal["none", "sim", "ccxt"] = "none"

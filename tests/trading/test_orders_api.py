@@ -323,9 +323,24 @@ async def test_a_fill_booked_twice_is_applied_once(
 # -- integrity under concurrency --------------------------------------------------------------
 
 
+@pytest.fixture
+def patient_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 orders at once queue for SQLite's one connection: on a slow machine the last ones
+    wait longer than the 10 s after which a request is a 503. This test is about the money,
+    so its app waits as long as it takes (set before the app makes its engine)."""
+    monkeypatch.setattr("tradeos.core.db.SQLITE_CONNECTION_WAIT_SECONDS", 120)
+
+
 async def test_concurrent_buys_never_spend_available_twice(
-    client: httpx.AsyncClient, session: AsyncSession, settings: Settings, market: FixedMarket
+    patient_sqlite: None,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    market: FixedMarket,
+    app: FastAPI,
 ) -> None:
+    if app.state.database.backend == "sqlite":
+        assert app.state.database.engine.pool.timeout() == 120
     trader = await make_trader(client, session, settings, starting_balance="10000")
     await set_profile(client, trader, max_daily_trades=None)
     # Each buy of 1 AAPL reserves and then costs 100.05 + 0.10005 fee = 100.15005: 99 fit

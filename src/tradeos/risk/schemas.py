@@ -57,3 +57,91 @@ class RiskProfileOut(BaseModel):
     allowed_symbols: list[str] | None
     allowed_asset_classes: list[str] | None
     stop_loss_required: bool
+
+
+# -- risk tools -------------------------------------------------------------------------------
+
+Price = Annotated[Decimal, *decimal_in(gt=0)]
+# The risk per trade, in percent of equity: more than 0, at most 100.
+RiskPercent = Annotated[Decimal, *decimal_in(gt=0, le=100)]
+
+
+class PositionSizeIn(BaseModel):
+    """Either `equity` or `account_id` (its equity at the live marks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: SymbolText = Field(description="The instrument: its quantity step and tick size.")
+    entry: Price
+    stop: Price = Field(description="The stop-loss: below the entry for a long, above a short.")
+    risk_percent: RiskPercent = Field(description="Of equity: more than 0, at most 100.")
+    equity: Price | None = None
+    account_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+
+
+class PositionSizeOut(BaseModel):
+    symbol: str
+    direction: str = Field(description="long (stop below the entry) or short.")
+    equity: PlainDecimal
+    risk_percent: PlainDecimal
+    risk_budget: PlainDecimal = Field(description="equity × risk_percent / 100.")
+    entry: PlainDecimal
+    stop: PlainDecimal
+    risk_per_unit: PlainDecimal = Field(
+        description="|entry − stop|, the two first rounded to the tick away from each other."
+    )
+    quantity: PlainDecimal = Field(description="Rounded down to the instrument's quantity step.")
+    quantity_step: PlainDecimal
+    money_at_risk: PlainDecimal = Field(description="quantity × risk per unit: within budget.")
+    notional: PlainDecimal = Field(description="quantity × entry.")
+
+
+class ExposureOut(BaseModel):
+    long: PlainDecimal
+    short: PlainDecimal = Field(description="The shorts' market value, as a positive amount.")
+    gross: PlainDecimal
+    net: PlainDecimal
+    gross_pct_of_equity: PlainDecimal | None = Field(description="Null without positive equity.")
+
+
+class SymbolExposureOut(ExposureOut):
+    symbol: str
+    asset_class: str
+    quantity: PlainDecimal
+    mark_price: PlainDecimal
+
+
+class AssetClassExposureOut(ExposureOut):
+    asset_class: str
+
+
+class ValueAtRiskOut(BaseModel):
+    confidence: PlainDecimal
+    horizon_days: int
+    amount: PlainDecimal | None = Field(
+        description="The 1-day loss not exceeded on 95% of the historical days; null without "
+        "at least two daily closes of every held symbol."
+    )
+    observations: int = Field(description="Daily returns the figure is computed from.")
+    lookback_days: int
+
+
+class DrawdownOut(BaseModel):
+    current: PlainDecimal
+    current_pct: PlainDecimal
+    maximum: PlainDecimal
+    maximum_pct: PlainDecimal
+    points: int = Field(description="Equity points: the account's snapshots and equity now.")
+
+
+class RiskAssessmentOut(BaseModel):
+    account_id: int
+    equity: PlainDecimal
+    exposure: ExposureOut
+    by_symbol: list[SymbolExposureOut]
+    by_asset_class: list[AssetClassExposureOut]
+    concentration: PlainDecimal = Field(description="The largest symbol's share of gross, 0–1.")
+    gross_leverage: PlainDecimal | None = Field(description="Null without positive equity.")
+    net_leverage: PlainDecimal | None
+    value_at_risk: ValueAtRiskOut
+    drawdown: DrawdownOut

@@ -96,6 +96,8 @@ class Order(Base):
         BigIntPK, ForeignKey("orders.id", ondelete="CASCADE")
     )
     bracket_role: Mapped[str | None] = mapped_column(String(12))
+    # The trader's own words on a journal entry (POST /trades).
+    note: Mapped[str | None] = mapped_column(String(500))
     # A day order's end: the next 00:00 UTC after it was placed (orders.expires_at).
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

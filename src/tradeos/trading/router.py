@@ -20,6 +20,7 @@ from tradeos.trading.schemas import (
     AccountCreate,
     AccountDetailOut,
     AccountOut,
+    OrderAmend,
     OrderCreate,
     OrderDetailOut,
     OrderOut,
@@ -145,12 +146,37 @@ async def get_order(
     return await service.order_detail(session, principal.user_id, order_id)
 
 
+@orders.patch("/{order_id}")
+async def amend_order(
+    order_id: ResourceId,
+    body: OrderAmend,
+    principal: TraderDep,
+    session: SessionDep,
+    events: EventsDep,
+    provider: ProviderDep,
+    settings: SettingsDep,
+) -> OrderOut:
+    """Change the quantity or prices (limit, stop, stop-loss, take-profit) of an open order.
+    Checked like a new order and its reservation taken again: 422 naming the fields or the
+    risk rule (nothing changed), 409 when the order is no longer open. A change that makes
+    the order marketable fills it at once."""
+    order = await service.amend_order(
+        session, events, provider, settings, principal.user_id, order_id, body
+    )
+    return service.order_out(order)
+
+
 @orders.delete("/{order_id}")
 async def cancel_order(
-    order_id: ResourceId, principal: TraderDep, session: SessionDep, events: EventsDep
+    order_id: ResourceId,
+    principal: TraderDep,
+    session: SessionDep,
+    events: EventsDep,
+    settings: SettingsDep,
 ) -> OrderOut:
-    """Cancel an open order and release its reservation; 409 when it is not open."""
-    order = await service.cancel_order(session, events, principal.user_id, order_id)
+    """Cancel an open order and release its reservation; 409 when it is not open. A bracket
+    parent canceled after a partial fill gets its stop-loss / take-profit children."""
+    order = await service.cancel_order(session, events, principal.user_id, order_id, settings)
     return service.order_out(order)
 
 

@@ -73,6 +73,7 @@ def decimal_in(
 
 
 Positive = Annotated[Decimal, *decimal_in(gt=0)]
+NonNegative = Annotated[Decimal, *decimal_in()]
 Tag = Annotated[str, text(64), NoNul]
 
 
@@ -135,6 +136,23 @@ class OrderCreate(BaseModel):
     signal_id: Tag | None = None
 
 
+class OrderAmend(BaseModel):
+    """PATCH /orders/{id}: the fields to change of an open order; those not given keep their
+    value, and `null` removes a stop-loss or take-profit."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # Zero is refused with the order's other rules (422 naming the field), once the order is
+    # known to be yours: someone else's order is a 404 whatever the body says.
+    quantity: NonNegative | None = Field(
+        default=None, description="The whole order, filled included."
+    )
+    limit_price: NonNegative | None = None
+    stop_price: NonNegative | None = None
+    stop_loss: NonNegative | None = None
+    take_profit: NonNegative | None = None
+
+
 class FillOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -174,6 +192,12 @@ class OrderOut(BaseModel):
     strategy_id: str | None
     signal_id: str | None
     cancel_reason: str | None
+    triggered: bool = Field(description="A stop (limit) order has reached its stop price.")
+    origin: str = Field(description="api, bracket (a stop-loss / take-profit child), …")
+    parent_order_id: int | None = Field(description="A bracket child's parent order.")
+    bracket_role: str | None = Field(description="A bracket child's role: stop_loss | take_profit.")
+    expires_at: datetime | None = Field(description="A day order's end: the next 00:00 UTC.")
+    note: str | None = Field(default=None, description="A journal entry's note (POST /trades).")
     created_at: datetime
     updated_at: datetime
 

@@ -16,15 +16,23 @@ Placing an order (`place_order`):
 5. The order is accepted and its reservation taken; then it is matched once against the tick
    (`orders.match(on_arrival=True)`): a market order, a marketable limit order and a stop whose
    price is already reached fill at once, in this same transaction (fill row, order, position,
-   balance). Others rest, accepted: their later fills, driven by price events, are not built yet.
+   balance). Others rest, accepted (a day order until the next 00:00 UTC, `expires_at`); the
+   execution engine (execution.py) fills them later, on price events, with `book_execution`.
+
+A bracket order (`stop_loss` / `take_profit`) gets its children when it stops filling with a
+filled quantity (`open_bracket_children`: filled, or canceled / expired after a partial fill);
+they are one-cancels-other, matched as a pair by the engine. `amend_order` (PATCH) changes an
+open order under the same checks as placing it.
 
 A refused order is not stored: the 422 rolls the unit of work back. Its `order.rejected` event is
 published at once (there is no commit to wait for).
 
 What the risk rules are told: equity is cash plus the positions at their last price; today's
-trades are the orders placed since 00:00 UTC (or the reset, if later); today's loss is today's
-realized PnL and fees plus the open positions' unrealized PnL, measured from their entry (a
-day-start mark is not kept yet); the day-start equity is the current equity.
+trades are the orders placed since 00:00 UTC (or the reset, if later); the day-start equity is
+the account's equity when its UTC day started (trading/state.py: the first order, state change
+or 00:00 UTC job of the day, or the first after a reset); today's loss is the day-start equity
+less the equity now (positive when losing). After each booked fill, a loss past a daily loss
+limit halts the account until the next UTC day (trading/state.py).
 
 Resetting a paper account cancels its open orders, deletes its positions and sets the cash back to
 the starting balance; orders and fills stay as history. `reset_at` marks where the new start is.
@@ -33,7 +41,7 @@ the starting balance; orders and fills stay as history. `reset_at` marks where t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any, Final
@@ -43,7 +51,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tradeos.config import Settings
+from tradeos.config import Settings, get_settings
 from tradeos.core.db import strip_trailing_zeros, utcnow
 from tradeos.core.errors import Conflict, NotFound, TradeOSError, ValidationFailed, field_error
 from tradeos.core.events import EventBus, publish_after_commit
@@ -55,10 +63,19 @@ from tradeos.notifications import service as notifications
 from tradeos.risk import rules
 from tradeos.risk import service as risk_service
 from tradeos.trading import ledger, orders, positions
+from tradeos.trading import state as trading_state
 from tradeos.trading.errors import InsufficientFunds, OrderInvalid, ShortSaleNotAllowed
 from tradeos.trading.fill_model import FillModel
 from tradeos.trading.models import Fill, Order, Position, TradingAccount
-from tradeos.trading.orders import ARITHMETIC, ZERO, OrderSide, OrderStatus
+from tradeos.trading.orders import (
+    ARITHMETIC,
+    ZERO,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
+from tradeos.trading.round_trips import record_round_trip
 from tradeos.trading.schemas import (
     DEFAULT_ACCOUNT_NAME,
     DEFAULT_STARTING_BALANCE,
@@ -66,6 +83,7 @@ from tradeos.trading.schemas import (
     AccountDetailOut,
     AccountOut,
     FillOut,
+    OrderAmend,
     OrderCreate,
     OrderDetailOut,
     OrderOut,
@@ -174,6 +192,28 @@ async def get_account(
     return account
 
 
+async def first_account_id(session: AsyncSession, user_id: int) -> int | None:
+    """The user's first trading account (their default paper account, unless deleted)."""
+    return await session.scalar(
+        select(TradingAccount.id)
+        .where(TradingAccount.owner_id == user_id)
+        .order_by(TradingAccount.id)
+        .limit(1)
+    )
+
+
+async def account_or_first(
+    session: AsyncSession, user_id: int, account_id: int | None, *, lock: bool = False
+) -> TradingAccount:
+    """The user's account `account_id` (404 if not theirs), or when None their first one (404
+    when they have none): the default of every endpoint whose `account_id` is optional."""
+    if account_id is None:
+        account_id = await first_account_id(session, user_id)
+        if account_id is None:
+            raise NotFound("You have no trading account.")
+    return await get_account(session, user_id, account_id, lock=lock)
+
+
 def _balance(account: TradingAccount) -> ledger.Balance:
     return ledger.Balance(account.cash_total, account.cash_reserved)
 
@@ -220,8 +260,8 @@ async def mark_prices(
     for symbol in sorted(set(symbols)):
         try:
             instrument = await market_service.get_instrument(session, symbol)
-            stats = await market_service.ticker(session, provider, instrument)
-            marks[symbol] = stats.tick.last
+            _, tick = await market_service.last_tick(session, provider, instrument)
+            marks[symbol] = tick.last
         except TradeOSError as exc:
             logger.warning("mark_price_unavailable", symbol=symbol, error=exc.detail)
             marks[symbol] = None
@@ -393,34 +433,22 @@ async def _find_by_client_id(
     )
 
 
-async def _trades_today(session: AsyncSession, account: TradingAccount, now: datetime) -> int:
+async def _trades_today(
+    session: AsyncSession, account: TradingAccount, now: datetime, amending: int | None
+) -> int:
+    """The orders placed today (since the reset, if later), but the one being amended: a
+    change is not another trade."""
     since = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if account.reset_at is not None and account.reset_at > since:
         since = account.reset_at
-    count = await session.scalar(
+    query = (
         select(func.count())
         .select_from(Order)
         .where(Order.account_id == account.id, Order.created_at >= since)
     )
-    return int(count or 0)
-
-
-async def _day_results(
-    session: AsyncSession, account: TradingAccount, now: datetime
-) -> tuple[Decimal, Decimal]:
-    """(realized PnL, fees) of today's fills (since the reset, if it was today)."""
-    since = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if account.reset_at is not None and account.reset_at > since:
-        since = account.reset_at
-    rows = await session.execute(
-        select(Fill.realized_pnl, Fill.fee).where(Fill.account_id == account.id, Fill.time >= since)
-    )
-    realized = fees = ZERO
-    with localcontext(ARITHMETIC):
-        for pnl, fee in rows:
-            realized += pnl
-            fees += fee
-    return realized, fees
+    if amending is not None:
+        query = query.where(Order.id != amending)
+    return int(await session.scalar(query) or 0)
 
 
 async def place_order(
@@ -430,9 +458,11 @@ async def place_order(
     settings: Settings,
     user_id: int,
     body: OrderCreate,
+    origin: str = "api",
 ) -> tuple[Order, bool]:
     """The order placed (see the module's doc), and whether it is new: False when
-    `client_order_id` named an order placed before, which is returned as it is."""
+    `client_order_id` named an order placed before, which is returned as it is. `origin` says
+    where it came from ("api", "close", "signal")."""
     if body.client_order_id is not None:  # a retry answers without a price or a lock
         await get_account(session, user_id, body.account_id)
         found = await _find_by_client_id(session, body.account_id, body.client_order_id)
@@ -448,9 +478,10 @@ async def place_order(
         status = f"{instrument.symbol} is {instrument.status}"
         raise _invalid([("symbol", status)], f"{status}: it is not trading now.")
     spec = _spec(instrument)
-    tick = (await market_service.ticker(session, provider, instrument)).tick
+    _, tick = await market_service.last_tick(session, provider, instrument)
 
     account = await get_account(session, user_id, body.account_id, lock=True)
+    await trading_state.start_day(session, events, provider, account)
     if body.client_order_id is not None:  # placed meanwhile, while this request waited
         found = await _find_by_client_id(session, account.id, body.client_order_id)
         if found is not None:
@@ -498,25 +529,8 @@ async def place_order(
         session, provider, account, spec, order, body, price, reservation, position_quantity, tick
     )
     if violations:
-        first = violations[0]
-        await _publish_rejected(events, user_id, body, first.message)
-        raise RiskRefused(
-            f"Refused by the {first.rule} rule: {first.message}.",
-            extra={
-                "rule": first.rule,
-                "limit": _text(first.limit),
-                "value": _text(first.value),
-                "violations": [
-                    {
-                        "rule": v.rule,
-                        "limit": _text(v.limit),
-                        "value": _text(v.value),
-                        "message": v.message,
-                    }
-                    for v in violations
-                ],
-            },
-        )
+        await _publish_rejected(events, user_id, body, violations[0].message)
+        raise _risk_refused(violations)
 
     balance = _balance(account).reserve(reservation)  # risk checked buying power: it fits
     accepted = orders.accept(order)
@@ -540,6 +554,8 @@ async def place_order(
         client_order_id=body.client_order_id,
         strategy_id=body.strategy_id,
         signal_id=body.signal_id,
+        expires_at=_day_end(order),
+        origin=origin,
     )
     try:
         async with session.begin_nested():
@@ -564,6 +580,7 @@ async def place_order(
         _publish_order(session, events, user_id, "order.canceled", row)
     else:
         row.triggered = result.order.triggered
+    await open_bracket_children(session, events, model, account, row)
     await session.flush()
     return row, True
 
@@ -589,6 +606,28 @@ async def _publish_rejected(events: EventBus, user_id: int, body: OrderCreate, r
         logger.error("order_rejected_event_failed", error=repr(exc))
 
 
+def _risk_refused(violations: Sequence[rules.RiskViolation]) -> RiskRefused:
+    """The 422 naming the first rule refused, its limit and the order's value."""
+    first = violations[0]
+    return RiskRefused(
+        f"Refused by the {first.rule} rule: {first.message}.",
+        extra={
+            "rule": first.rule,
+            "limit": _text(first.limit),
+            "value": _text(first.value),
+            "violations": [
+                {
+                    "rule": v.rule,
+                    "limit": _text(v.limit),
+                    "value": _text(v.value),
+                    "message": v.message,
+                }
+                for v in violations
+            ],
+        },
+    )
+
+
 async def _risk_violations(
     session: AsyncSession,
     provider: MarketProvider | None,
@@ -600,7 +639,10 @@ async def _risk_violations(
     reservation: Decimal,
     position_quantity: Decimal,
     tick: Tick,
+    amending: int | None = None,
 ) -> list[rules.RiskViolation]:
+    """What the risk profile refuses of the order (see the module's doc); `amending` names the
+    stored order a PATCH changes."""
     profile = await risk_service.profile_of(session, account.id)
     now = utcnow()
     rows = await _positions_of(session, account.id)
@@ -608,11 +650,13 @@ async def _risk_violations(
     marks = await mark_prices(session, provider, others)
     marks[spec.symbol] = tick.last
     worth = valuation(account, rows, marks)
-    realized_today, fees_today = await _day_results(session, account, now)
+    # Today's loss, positive when losing: the equity at the start of the UTC day (kept by
+    # trading/state.py, set when the account was locked) less the equity now.
+    day_start_equity = account.day_start_equity
+    if day_start_equity is None:
+        day_start_equity = worth.equity
     with localcontext(ARITHMETIC):
-        # Today's loss, positive when losing: today's realized PnL and fees, and the open
-        # positions' unrealized PnL (measured from their entry, not from the day's start).
-        day_loss = -(realized_today - fees_today + worth.unrealized_pnl)
+        day_loss = day_start_equity - worth.equity
     context = rules.OrderContext(
         side=order.side,
         quantity=order.quantity,
@@ -625,7 +669,8 @@ async def _risk_violations(
         position_quantity=position_quantity,
         open_positions=worth.open_positions,
         day_loss=day_loss,
-        trades_today=await _trades_today(session, account, now),
+        day_start_equity=day_start_equity,
+        trades_today=await _trades_today(session, account, now, amending),
         gross_exposure=worth.gross_exposure,
         trading_state=rules.TradingState(account.trading_state),
         order_cost=reservation,
@@ -773,6 +818,8 @@ async def book_execution(
         f"{_text(fill.price)}, fee {_text(fill.fee)}.",
         data={"order_id": row.id, "fill_id": fill.fill_id, "account_id": account.id},
     )
+    await record_round_trip(session, account.id, current, after, fill)
+    await trading_state.review_after_fill(session, events, account)
     return True
 
 
@@ -797,7 +844,11 @@ async def order_detail(session: AsyncSession, user_id: int, order_id: int) -> Or
 
 
 async def cancel_order(
-    session: AsyncSession, events: EventBus, user_id: int, order_id: int
+    session: AsyncSession,
+    events: EventBus,
+    user_id: int,
+    order_id: int,
+    settings: Settings | None = None,
 ) -> Order:
     """Cancel an open order and release what it reserves; 409 when it is not open."""
     order = await _own_order(session, user_id, order_id)
@@ -809,7 +860,284 @@ async def cancel_order(
     _close_unfilled(order, account, "canceled by the trader")
     await session.flush()
     _publish_order(session, events, user_id, "order.canceled", order)
+    # A parent canceled after a partial fill protects what did fill.
+    model = fill_model(settings or get_settings())
+    await open_bracket_children(session, events, model, account, order)
     return order
+
+
+def _day_end(order: orders.Order) -> datetime | None:
+    """When a day order placed now expires (the next 00:00 UTC); None for the others."""
+    if order.time_in_force is not TimeInForce.DAY:
+        return None
+    return orders.expires_at(utcnow())
+
+
+def order_state(row: Order) -> orders.Order:
+    """The stored order as the pure engine sees it."""
+    return orders.Order(
+        side=OrderSide(row.side),
+        type=OrderType(row.type),
+        quantity=row.quantity,
+        time_in_force=TimeInForce(row.time_in_force),
+        limit_price=row.limit_price,
+        stop_price=row.stop_price,
+        status=OrderStatus(row.status),
+        filled_quantity=row.filled_quantity,
+        triggered=row.triggered,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+    )
+
+
+BRACKET_ROLES: Final = ("stop_loss", "take_profit")
+
+
+async def open_bracket_children(
+    session: AsyncSession,
+    events: EventBus,
+    model: FillModel,
+    account: TradingAccount,
+    parent: Order,
+) -> list[Order]:
+    """The stop-loss and take-profit children of a bracket parent that has stopped filling
+    with a filled quantity (`orders.bracket_children`), stored, reserved and published once;
+    nothing for any other order. The account row is locked by the caller.
+
+    A child closes the position the parent opened, so it usually reserves nothing
+    (`ledger.order_reservation` of a reducing order); one that would open a short in an account
+    without `allow_short` (the position was closed meanwhile) is stored canceled."""
+    if parent.stop_loss is None and parent.take_profit is None:
+        return []
+    state = order_state(parent)
+    if state.status not in orders.TERMINAL_STATUSES or state.filled_quantity <= 0:
+        return []
+    made = await session.scalar(select(Order.id).where(Order.parent_order_id == parent.id))
+    if made is not None:  # made already: a parent closes once, this is a replay
+        return []
+    children = orders.bracket_children(state)
+    position_row = await session.scalar(
+        select(Position).where(Position.account_id == account.id, Position.symbol == parent.symbol)
+    )
+    position_quantity = position_row.quantity if position_row is not None else ZERO
+    rows = []
+    for role, child in zip(BRACKET_ROLES, (children.stop_loss, children.take_profit), strict=True):
+        if child is None:
+            continue
+        price = child.stop_price if child.stop_price is not None else child.limit_price
+        assert price is not None  # bracket children are stop and limit orders
+        row = Order(
+            account_id=account.id,
+            owner_id=parent.owner_id,
+            symbol=parent.symbol,
+            side=child.side.value,
+            type=child.type.value,
+            time_in_force=child.time_in_force.value,
+            quantity=child.quantity,
+            filled_quantity=ZERO,
+            limit_price=child.limit_price,
+            stop_price=child.stop_price,
+            reserved=ZERO,
+            fees=ZERO,
+            strategy_id=parent.strategy_id,
+            signal_id=parent.signal_id,
+            origin="bracket",
+            parent_order_id=parent.id,
+            bracket_role=role,
+        )
+        try:
+            reservation = ledger.order_reservation(
+                child.side,
+                child.quantity,
+                price,
+                model,
+                position_quantity=position_quantity,
+                allow_short=account.allow_short,
+            )
+            balance = _balance(account).reserve(reservation)
+        except (ShortSaleNotAllowed, InsufficientFunds) as exc:
+            row.status = orders.cancel(child).status.value
+            row.cancel_reason = f"cannot protect the position: {exc}"[:500]
+            event = "order.canceled"
+        else:
+            row.status = orders.accept(child).status.value
+            row.reserved = reservation
+            account.cash_total, account.cash_reserved = balance.total, balance.reserved
+            event = "order.accepted"
+        session.add(row)
+        await session.flush()
+        _publish_order(session, events, parent.owner_id, event, row)
+        rows.append(row)
+    return rows
+
+
+async def expire_order(
+    session: AsyncSession,
+    events: EventBus,
+    model: FillModel,
+    account: TradingAccount,
+    row: Order,
+) -> None:
+    """End a day order whose UTC day is over: expired, its reservation released, the trader
+    told; a bracket parent that partly filled gets its children. The account row is locked."""
+    row.status = orders.transition(OrderStatus(row.status), OrderStatus.EXPIRED).value
+    row.cancel_reason = "a day order: its UTC day ended"
+    _release(row, account)
+    await session.flush()
+    _publish_order(session, events, row.owner_id, "order.expired", row)
+    await notifications.notify(
+        session,
+        events,
+        row.owner_id,
+        type="order.expired",
+        title=f"Order {row.id} ({row.side} {_text(row.quantity)} {row.symbol}) expired"[:200],
+        body=f"Day order {row.id} expired at the end of its UTC day with "
+        f"{_text(row.filled_quantity)} of {_text(row.quantity)} {row.symbol} filled.",
+        data={"order_id": row.id, "account_id": account.id},
+    )
+    await open_bracket_children(session, events, model, account, row)
+
+
+AMENDABLE: Final = ("quantity", "limit_price", "stop_price", "stop_loss", "take_profit")
+
+
+async def amend_order(
+    session: AsyncSession,
+    events: EventBus,
+    provider: MarketProvider | None,
+    settings: Settings,
+    user_id: int,
+    order_id: int,
+    body: OrderAmend,
+) -> Order:
+    """Change the quantity or prices of an open order (accepted or partially filled): checked
+    like a new order (422 naming the fields), its reservation taken again (the old one
+    released first) and the risk rules asked again (422 naming the rule, nothing changed);
+    404 for another user's order, 409 when it is not open. An order the change makes
+    marketable fills at once, as on placement."""
+    changes = body.model_dump(exclude_unset=True)
+    row = await _own_order(session, user_id, order_id)
+    if not changes:
+        raise ValidationFailed(
+            "Nothing to change.",
+            errors=[field_error("body", "give at least one of " + ", ".join(AMENDABLE))],
+        )
+    instrument = await market_service.get_instrument(session, row.symbol)
+    spec = _spec(instrument)
+    _, tick = await market_service.last_tick(session, provider, instrument)
+
+    # The placing path's lock order: the account first, then the order read again.
+    account = await get_account(session, user_id, row.account_id, lock=True)
+    await trading_state.start_day(session, events, provider, account)
+    await session.refresh(row)
+    if row.status not in OPEN:
+        raise Conflict(f"Order {row.id} is {row.status}: only an open order can be changed.")
+    current = order_state(row)
+    wanted = {field: getattr(row, field) for field in AMENDABLE} | changes
+    request = orders.OrderRequest(
+        side=current.side,
+        type=current.type,
+        quantity=wanted["quantity"],
+        limit_price=wanted["limit_price"],
+        stop_price=wanted["stop_price"],
+        time_in_force=current.time_in_force,
+        stop_loss=wanted["stop_loss"],
+        take_profit=wanted["take_profit"],
+    )
+    reference = tick.ask if current.side is OrderSide.BUY else tick.bid
+    errors = [(e.field, e.message) for e in orders.order_errors(request, spec, reference)]
+    quantity = wanted["quantity"]
+    if quantity is not None and quantity <= row.filled_quantity:
+        errors.append(
+            ("quantity", f"must be more than the {_text(row.filled_quantity)} already filled")
+        )
+    if row.parent_order_id is not None:
+        errors += [
+            (field, "a bracket child has no bracket of its own")
+            for field in ("stop_loss", "take_profit")
+            if wanted[field] is not None
+        ]
+    if errors:
+        listed = "; ".join(f"{field}: {message}" for field, message in errors)
+        raise _invalid(errors, f"The change is invalid: {listed}")
+    amended = replace(
+        current,
+        quantity=quantity,
+        limit_price=request.limit_price,
+        stop_price=request.stop_price,
+        stop_loss=request.stop_loss,
+        take_profit=request.take_profit,
+    )
+
+    position_row = await session.scalar(
+        select(Position).where(Position.account_id == account.id, Position.symbol == spec.symbol)
+    )
+    position_quantity = position_row.quantity if position_row is not None else ZERO
+    model = fill_model(settings)
+    price = _reservation_price(amended, tick)
+    _release(row, account)  # the old reservation back first: the change is judged without it
+    try:
+        reservation = ledger.order_reservation(
+            amended.side,
+            amended.remaining_quantity,
+            price,
+            model,
+            position_quantity=position_quantity,
+            allow_short=account.allow_short,
+        )
+    except ShortSaleNotAllowed as exc:
+        refusal = "This account does not permit short sales."
+        raise _invalid([("quantity", str(exc))], refusal) from None
+    rest = replace(amended, quantity=amended.remaining_quantity, filled_quantity=ZERO)
+    as_placed = OrderCreate(
+        account_id=account.id,
+        symbol=spec.symbol,
+        side=rest.side,
+        type=rest.type,
+        quantity=rest.quantity,
+        limit_price=rest.limit_price,
+        stop_price=rest.stop_price,
+        time_in_force=rest.time_in_force,
+        stop_loss=rest.stop_loss,
+        take_profit=rest.take_profit,
+    )
+    violations = await _risk_violations(
+        session,
+        provider,
+        account,
+        spec,
+        rest,
+        as_placed,
+        price,
+        reservation,
+        position_quantity,
+        tick,
+        amending=row.id,
+    )
+    if violations:
+        raise _risk_refused(violations)
+    try:
+        balance = _balance(account).reserve(reservation)
+    except InsufficientFunds as exc:  # no buying-power rule in the profile: still never overspent
+        raise _invalid([("quantity", str(exc))], f"The change cannot be paid: {exc}") from None
+    account.cash_total, account.cash_reserved = balance.total, balance.reserved
+    row.quantity = amended.quantity
+    row.limit_price = amended.limit_price
+    row.stop_price = amended.stop_price
+    row.stop_loss = amended.stop_loss
+    row.take_profit = amended.take_profit
+    row.reserved = reservation
+    await session.flush()
+    _publish_order(session, events, user_id, "order.replaced", row)
+
+    result = orders.match(amended, tick, spec, model, on_arrival=True)
+    if result.execution is not None:
+        await book_execution(session, events, model, account, row, amended, result, tick.time)
+        await open_bracket_children(session, events, model, account, row)
+    else:
+        row.triggered = result.order.triggered
+    await session.flush()
+    return row
 
 
 ORDER_SORT = Sorting(
@@ -879,12 +1207,7 @@ async def position(
     """The position in `symbol` of the account (default: the user's first account); 404 when
     the account never traded it."""
     if account_id is None:
-        account_id = await session.scalar(
-            select(TradingAccount.id)
-            .where(TradingAccount.owner_id == user_id)
-            .order_by(TradingAccount.id)
-            .limit(1)
-        )
+        account_id = await first_account_id(session, user_id)
         if account_id is None:
             raise NotFound("No such position.")
     else:

@@ -98,6 +98,7 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(sa.Column("bracket_role", sa.String(length=12), nullable=True))
+        batch_op.add_column(sa.Column("note", sa.String(length=500), nullable=True))
         batch_op.add_column(sa.Column("expires_at", tdb.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_orders_parent_order_id", ["parent_order_id"], unique=False)
         batch_op.create_index("ix_orders_symbol_status", ["symbol", "status"], unique=False)
@@ -144,6 +145,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_orders_parent_order_id")
         batch_op.drop_column("expires_at")
         batch_op.drop_column("bracket_role")
+        batch_op.drop_column("note")
         batch_op.drop_column("parent_order_id")
         batch_op.drop_column("origin")
 
