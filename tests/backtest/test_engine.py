@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
@@ -603,3 +604,28 @@ def test_bars_after_a_time_change_nothing_before_it(
     done_before = before.trades[before.trades["exit_bar"] < cut]
     done_after = after.trades[after.trades["exit_bar"] < cut]
     assert done_before.tolist() == done_after.tolist()
+
+
+def test_after_warm_up_freed_large_arrays_are_reused_without_page_faults() -> None:
+    # warm_up() makes glibc keep freed large arrays instead of giving them back to the kernel
+    # (engine._reuse_freed_memory): allocating them again must not fault fresh pages in. Three
+    # 8 MB arrays are more than glibc's default adaptive trim threshold (16 MB) gives back.
+    resource = pytest.importorskip("resource")
+    try:
+        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, AttributeError):
+        glibc = False
+    if not glibc or any(name.startswith(("MALLOC_", "GLIBC_TUNABLES")) for name in os.environ):
+        pytest.skip("glibc malloc with its default settings only")
+    warm_up()
+
+    def allocate() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        arrays = [np.ones(1_000_000) for _ in range(3)]
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        del arrays
+        return int(faults)
+
+    allocate()
+    pages = 3 * 8_000_000 // 4096
+    assert allocate() < pages // 50

@@ -129,3 +129,38 @@ def test_bad_inputs_are_refused() -> None:
         compute_metrics(curve(1), NO_TRADES, NO_TRADES, 0)
     with pytest.raises(ValueError, match="initial equity"):
         compute_metrics(curve(1), NO_TRADES, NO_TRADES, 252, initial_equity=0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_max_drawdown_is_exactly_the_deepest_bar_of_the_drawdown_series(seed: int) -> None:
+    # compute_metrics divides once per stretch under water (at its lowest equity), not once
+    # per bar: the result must be the same float as the per-bar definition, whichever stretch
+    # is deepest, whether the curve ends under water, and through flat, zero and negative
+    # equity or infinite ones.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    equity = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    equity[rng.random(n) < 0.2] = np.nan  # replaced below by repeats: flat stretches
+    for t in range(n):
+        if math.isnan(equity[t]):
+            equity[t] = equity[t - 1] if t else 100.0
+    if seed % 4 == 1:
+        equity[rng.integers(0, n)] = 0.0
+        equity[rng.integers(0, n)] = -5.0
+    if seed % 4 == 2 and n > 2:
+        peak_bar = int(rng.integers(0, n - 2))
+        equity[peak_bar] = math.inf
+        equity[int(rng.integers(peak_bar + 1, n))] = -math.inf
+    initial = float(rng.choice([100.0, 90.0, 120.0]))
+    with np.errstate(invalid="ignore"):
+        per_bar = drawdown_series(equity, initial)
+    expected = -float(np.nanmin(np.minimum(per_bar, 0.0))) if n else 0.0
+    metrics = compute_metrics(equity, NO_TRADES, NO_TRADES, 252, initial_equity=initial)
+    assert metrics.max_drawdown == expected
+
+
+def test_exposure_counts_held_bars_like_their_mean() -> None:
+    rng = np.random.default_rng(3)
+    held = rng.random(10_001) < 0.37
+    metrics = compute_metrics(np.full(held.size, 100.0), NO_TRADES, NO_TRADES, 252, held=held)
+    assert metrics.exposure == float(np.mean(held))

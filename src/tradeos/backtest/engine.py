@@ -92,12 +92,15 @@ process: depending on numba's threading layer, two threads running parallel code
 the process (workqueue), or a fork after a parallel run can hang (GNU OpenMP, picked here).
 
 Call `warm_up()` once at worker start: compiling (or loading from numba's cache) takes a noticeable
-fraction of a second per process, which a request must never pay.
+fraction of a second per process, which a request must never pay. It also makes glibc keep freed
+large arrays for the next run instead of faulting them in again (`_reuse_freed_memory`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -256,7 +259,7 @@ def _round_down(quantity: float, step: float) -> float:
     return quantity
 
 
-@_jit()
+@_jit(inline="always")  # inlined: each array argument of a call costs reference counting
 def _equity_and_free(state: Any, cash: float) -> tuple[float, float]:
     equity = cash
     short_value = 0.0
@@ -1031,8 +1034,51 @@ def run_grid(
     return GridResult(out)
 
 
+# glibc `mallopt` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# The values glibc's own adaptive rule ends at (its 64-bit maximum mmap threshold, and twice
+# that as the trim threshold), fixed here instead of depending on the process's history.
+_MMAP_THRESHOLD = 32 * 1024 * 1024
+_TRIM_THRESHOLD = 2 * _MMAP_THRESHOLD
+
+
+def _reuse_freed_memory() -> bool:
+    """Let glibc keep freed large arrays for reuse instead of returning them to the kernel
+    (process-wide; a no-op off glibc, or when the environment already sets either threshold).
+    Returns whether the settings were applied.
+
+    Why: a backtest on a million bars allocates and frees several 8 MB arrays (indicator
+    outputs, equity). By default glibc adapts: after the first 8 MB block is freed it serves
+    such blocks from the heap, but it still gives the heap's free top back to the kernel as
+    soon as that exceeds 16 MB. Whether a run's freed arrays end up at the top (and are
+    given back) depends on where earlier, unrelated allocations happened to land — imports,
+    `warm_up` itself — so in some processes every run faults all its big arrays in again
+    (~4,000 zero-filled pages: ~10 ms of a ~20 ms formula backtest at 1M bars) and in
+    others none. With both thresholds fixed, blocks up to 32 MB come from the heap and up to
+    64 MB of free heap top is kept for the next run: at most 64 MB more resident memory per
+    malloc arena, the same bound glibc reaches on its own after one 32 MB array.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False  # the operator tuned malloc: theirs wins
+    if "glibc.malloc.mmap_threshold" in tunables or "glibc.malloc.trim_threshold" in tunables:
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) every engine function: call at worker start."""
+    """Compile (or load from numba's cache) every engine function, and keep freed large
+    arrays for reuse (`_reuse_freed_memory`): call once at worker start."""
+    _reuse_freed_memory()
     n = 8
     times = np.arange(n, dtype=np.int64) * 60
     prices = np.linspace(100.0, 107.0, n)
