@@ -12,9 +12,8 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
-import aiosqlite
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -40,7 +39,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
-from sqlalchemy.util.concurrency import await_
+
+from tradeos.core import sqlite_driver
 
 # Constraint names are stable across backends, so Alembic can find and drop them later.
 NAMING_CONVENTION = {
@@ -411,25 +411,11 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         # busy_timeout instead. Units of work that only read begin DEFERRED, so they never
         # hold up writers (WAL readers see a snapshot).
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
-        if mode == "DEFERRED" and _begin_deferred(connection):
-            return
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _begin_deferred(connection: Any) -> bool:
-    """`BEGIN DEFERRED` in one trip to aiosqlite's thread, not the three (cursor, execute,
-    close) of a statement through SQLAlchemy: every read-only unit of work (every GET) begins
-    so, and each trip waits for that thread to be scheduled. It takes no lock, so cannot be
-    busy; should it fail anyway, False: the caller begins the usual way, whose error is the
-    one SQLAlchemy reports."""
-    driver = connection.connection.driver_connection
-    if not isinstance(driver, aiosqlite.Connection):
-        return False
-    try:
-        await_(driver.execute("BEGIN DEFERRED"))
-    except Exception:
-        return False
-    return True
+# SQLite connections through `sqlite_driver`: one trip to aiosqlite's thread per statement.
+_ONE_TRIP: Final = {"async_creator_fn": sqlite_driver.connect}
 
 
 def create_engine(
@@ -451,6 +437,7 @@ def create_engine(
                 poolclass=NullPool,
                 hide_parameters=True,
                 execution_options={SQLITE_BEGIN: "DEFERRED"},
+                connect_args=_ONE_TRIP,
             )
         else:
             # SQLite has one writer at a time. One connection per process queues units of
@@ -463,6 +450,7 @@ def create_engine(
                 max_overflow=0,
                 pool_timeout=SQLITE_CONNECTION_WAIT_SECONDS,
                 hide_parameters=True,
+                connect_args=_ONE_TRIP,
             )
         _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
         return engine

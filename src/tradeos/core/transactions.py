@@ -27,7 +27,6 @@ AfterCommitAction = Callable[[], Awaitable[None]]
 logger = structlog.get_logger("tradeos.transactions")
 
 _PENDING_KEY: Final = "tradeos.after_commit.pending"
-_LISTENING_KEY: Final = "tradeos.after_commit.listening"
 _SAVEPOINT_MARKS_KEY: Final = "tradeos.after_commit.savepoint_marks"
 # Running actions, referenced until done: the loop keeps only weak references to tasks.
 _running: set[asyncio.Task[None]] = set()
@@ -38,14 +37,7 @@ def after_commit(session: AsyncSession, action: AfterCommitAction) -> None:
     Actions of one commit run in the order they were queued, in a task of their own with a
     fresh context (the request's unit of work is over by then). An action's exception is
     logged, never raised: the commit has happened."""
-    sync_session = session.sync_session
-    if not sync_session.info.get(_LISTENING_KEY):
-        sa_event.listen(sync_session, "after_commit", _after_commit)
-        sa_event.listen(sync_session, "after_soft_rollback", _after_soft_rollback)
-        sa_event.listen(sync_session, "after_transaction_end", _after_transaction_end)
-        sa_event.listen(sync_session, "after_transaction_create", _after_transaction_create)
-        sync_session.info[_LISTENING_KEY] = True
-    pending: list[AfterCommitAction] = sync_session.info.setdefault(_PENDING_KEY, [])
+    pending: list[AfterCommitAction] = session.sync_session.info.setdefault(_PENDING_KEY, [])
     pending.append(action)
 
 
@@ -95,6 +87,15 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
         session.info.pop(_SAVEPOINT_MARKS_KEY, None)
+
+
+# Listened to on every session once, here, not per session when an action is queued: adding
+# listeners to a session instance costs more than a request's SQL statement. Each handler
+# looks at the session's own `info` and does nothing for a session with nothing queued.
+sa_event.listen(Session, "after_commit", _after_commit)
+sa_event.listen(Session, "after_soft_rollback", _after_soft_rollback)
+sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
+sa_event.listen(Session, "after_transaction_create", _after_transaction_create)
 
 
 async def _run_all(pending: list[AfterCommitAction]) -> None:
