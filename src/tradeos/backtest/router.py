@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Response, status
 
 from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.backtest import jobs as backtest_jobs
@@ -23,7 +23,7 @@ from tradeos.backtest.schemas import (
 from tradeos.core.deps import JobsDep, PageQuery, ResourceId, SessionDep
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
-from tradeos.market.providers.base import MarketProvider
+from tradeos.market.deps import ProviderDep
 from tradeos.market.timeframes import Timeframe
 
 backtests = APIRouter(prefix="/backtests", tags=["backtests"])
@@ -43,14 +43,6 @@ _QUEUED = (
 class ReportFormat(StrEnum):
     HTML = "html"
     PNG = "png"
-
-
-def _market_provider(request: Request) -> MarketProvider:
-    provider: MarketProvider = request.app.state.market.provider
-    return provider
-
-
-MarketProviderDep = Annotated[MarketProvider, Depends(_market_provider)]
 
 
 @backtests.post("", status_code=status.HTTP_202_ACCEPTED, description="Queue a backtest." + _QUEUED)
@@ -142,7 +134,7 @@ async def get_report(
     backtest_id: ResourceId,
     principal: ReaderDep,
     session: SessionDep,
-    provider: MarketProviderDep,
+    provider: ProviderDep,
     format: ReportFormat = ReportFormat.HTML,
 ) -> Response:
     """A succeeded backtest's report: one HTML page that fetches nothing (metrics, equity,

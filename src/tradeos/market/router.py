@@ -25,8 +25,8 @@ from tradeos.core.pagination import Page, paginate
 from tradeos.core.routing import APIRouter
 from tradeos.market import jobs as market_jobs
 from tradeos.market import service
+from tradeos.market.deps import MarketDep
 from tradeos.market.providers.base import AssetClass
-from tradeos.market.providers.registry import MarketData
 from tradeos.market.resample import ResampledBar, is_forming
 from tradeos.market.schemas import (
     CandlesOut,
@@ -58,14 +58,6 @@ market = APIRouter(prefix="/market", tags=["market"], dependencies=[MarketDataLi
 crypto = APIRouter(prefix="/cryptocurrencies", tags=["cryptocurrencies"])
 
 Symbol = Annotated[str, NoNul]
-
-
-async def get_market(request: Request) -> MarketData:
-    market_data: MarketData = request.app.state.market
-    return market_data
-
-
-MarketDep = Annotated[MarketData, Depends(get_market)]
 
 
 def _check_window(start: datetime | None, end: datetime | None) -> None:

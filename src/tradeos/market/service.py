@@ -145,6 +145,13 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# Built once (every order and quote looks an instrument up): building the expression costs
+# more than running it.
+_INSTRUMENTS_BY_SYMBOL: Final = select(Instrument).where(
+    Instrument.symbol.in_(bindparam("symbols", expanding=True))
+)
+
+
 async def get_instrument(session: AsyncSession, text: str) -> Instrument:
     """The instrument `text` names in any accepted spelling (BTC-USD, BTCUSD, btc/usd), or a
     404 problem."""
@@ -156,9 +163,7 @@ async def get_instrument(session: AsyncSession, text: str) -> Instrument:
         candidates = [symbol]
         if "-" not in symbol:
             candidates += [f"{symbol[:i]}-{symbol[i:]}" for i in range(1, len(symbol))]
-        rows = (
-            await session.scalars(select(Instrument).where(Instrument.symbol.in_(candidates)))
-        ).all()
+        rows = (await session.scalars(_INSTRUMENTS_BY_SYMBOL, {"symbols": candidates})).all()
         by_symbol = {row.symbol: row for row in rows}
         found = symbols.resolve(symbol, by_symbol)
         if found is not None:

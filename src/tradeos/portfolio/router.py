@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, status
+from fastapi import Depends, Query, status
 
 from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.core.db import MAX_ROW_ID
@@ -15,7 +15,7 @@ from tradeos.core.errors import ValidationFailed, field_error
 from tradeos.core.fields import Moment, NoNul
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
-from tradeos.market.providers.base import MarketProvider
+from tradeos.market.deps import ProviderDep
 from tradeos.portfolio import service
 from tradeos.portfolio.schemas import (
     HistoryInterval,
@@ -33,12 +33,6 @@ trades = APIRouter(prefix="/trades", tags=["portfolio"])
 portfolio = APIRouter(prefix="/portfolio", tags=["portfolio"])
 
 
-def _market_provider(request: Request) -> MarketProvider:
-    provider: MarketProvider = request.app.state.market.provider
-    return provider
-
-
-ProviderDep = Annotated[MarketProvider, Depends(_market_provider)]
 AccountFilter = Annotated[
     int | None,
     Query(ge=1, le=MAX_ROW_ID, description="The trading account (default: your first)."),

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Query
 
 from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.core.db import MAX_ROW_ID
 from tradeos.core.deps import SessionDep
 from tradeos.core.routing import APIRouter
-from tradeos.market.providers.base import MarketProvider
+from tradeos.market.deps import ProviderDep
 from tradeos.risk import service
 from tradeos.risk.schemas import (
     PositionSizeIn,
@@ -44,28 +44,23 @@ async def put_profile(
     return await service.set_profile(session, principal.user_id, account_id, body)
 
 
-def _provider(request: Request) -> MarketProvider:
-    provider: MarketProvider = request.app.state.market.provider
-    return provider
-
-
 @risk.post("/position-size")
 async def position_size(
-    body: PositionSizeIn, request: Request, principal: ReaderDep, session: SessionDep
+    body: PositionSizeIn, principal: ReaderDep, session: SessionDep, provider: ProviderDep
 ) -> PositionSizeOut:
     """The quantity that loses `risk_percent` of the equity (given, or the account's at the
     live marks) if the stop is hit: rounded down to the instrument's quantity step (entry and
     stop first rounded to its tick, away from each other), with the money at risk. 422 for a
     stop equal to the entry, a risk % outside (0, 100], an unknown symbol."""
-    return await service.position_size(session, _provider(request), principal.user_id, body)
+    return await service.position_size(session, provider, principal.user_id, body)
 
 
 @risk.get("/assessment")
 async def assessment(
     account_id: Annotated[int, Query(ge=1, le=MAX_ROW_ID)],
-    request: Request,
     principal: ReaderDep,
     session: SessionDep,
+    provider: ProviderDep,
     lookback_days: Annotated[
         int, Query(ge=2, le=1000, description="Daily closes the VaR is computed over.")
     ] = service.DEFAULT_LOOKBACK_DAYS,
@@ -74,9 +69,7 @@ async def assessment(
     net leverage, the 1-day 95% historical VaR of the current positions over the daily
     closes, and the current and maximum drawdown of its equity (portfolio snapshots and the
     equity now)."""
-    return await service.assessment(
-        session, _provider(request), principal.user_id, account_id, lookback_days
-    )
+    return await service.assessment(session, provider, principal.user_id, account_id, lookback_days)
 
 
 routers = (risk,)

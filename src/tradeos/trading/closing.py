@@ -33,11 +33,11 @@ from tradeos.core.fields import NoNul
 from tradeos.core.pagination import Page, paginate
 from tradeos.core.routing import APIRouter
 from tradeos.market import service as market_service
+from tradeos.market.deps import ProviderDep
 from tradeos.market.providers.base import MarketProvider
 from tradeos.trading import service
 from tradeos.trading.models import Order, Position
 from tradeos.trading.orders import OrderSide, OrderType
-from tradeos.trading.router import ProviderDep
 from tradeos.trading.schemas import OrderCreate, OrderOut, PositionOut, Positive
 
 

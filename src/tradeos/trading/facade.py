@@ -35,13 +35,13 @@ from tradeos.core.fields import NoNul, text
 from tradeos.core.pagination import Page, paginate
 from tradeos.core.routing import APIRouter
 from tradeos.market import service as market_service
+from tradeos.market.deps import ProviderDep
 from tradeos.market.providers.base import MarketProvider
 from tradeos.portfolio.schemas import PortfolioStatsOut
 from tradeos.risk import sizing
 from tradeos.trading import closing, service
 from tradeos.trading.models import Order
 from tradeos.trading.orders import ARITHMETIC, OrderSide, OrderType, floor_to_step
-from tradeos.trading.router import ProviderDep
 from tradeos.trading.schemas import (
     AccountDetailOut,
     OrderCreate,

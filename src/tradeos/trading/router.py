@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Response, status
 
 from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.core.db import MAX_ROW_ID
@@ -13,7 +13,7 @@ from tradeos.core.errors import ValidationFailed, field_error
 from tradeos.core.fields import Moment, NoNul
 from tradeos.core.pagination import Ordering, Page, paginate
 from tradeos.core.routing import APIRouter
-from tradeos.market.providers.base import MarketProvider
+from tradeos.market.deps import ProviderDep
 from tradeos.trading import service
 from tradeos.trading.orders import OrderSide, OrderStatus
 from tradeos.trading.schemas import (
@@ -32,12 +32,6 @@ orders = APIRouter(prefix="/orders", tags=["trading"])
 positions = APIRouter(prefix="/positions", tags=["trading"])
 
 
-def get_provider(request: Request) -> MarketProvider:
-    provider: MarketProvider = request.app.state.market.provider
-    return provider
-
-
-ProviderDep = Annotated[MarketProvider, Depends(get_provider)]
 AccountFilter = Annotated[
     int | None, Query(ge=1, le=MAX_ROW_ID, description="Only this trading account.")
 ]

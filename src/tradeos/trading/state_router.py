@@ -11,10 +11,10 @@ from tradeos.accounts.deps import ReaderDep, TraderDep
 from tradeos.core.deps import EventsDep, ResourceId, SessionDep
 from tradeos.core.fields import NoNul, text
 from tradeos.core.routing import APIRouter
+from tradeos.market.deps import ProviderDep
 from tradeos.risk.rules import TradingState
 from tradeos.trading import service, state
 from tradeos.trading.models import TradingAccount
-from tradeos.trading.router import ProviderDep
 from tradeos.trading.schemas import AccountOut
 
 accounts = APIRouter(prefix="/accounts", tags=["trading"])

@@ -439,12 +439,20 @@ def minute_seconds(seed: int, sim: SimInstrument, path: DayPath, minute_of_day: 
     return clipped
 
 
+@lru_cache(maxsize=256)
+def recent_minute(seed: int, symbol: str, day: int, minute_of_day: int) -> IntArray:
+    """Cached minutes for the live ticker: every order and mark in a minute asks for a second
+    of the same minute, and simulating the minute's 60 seconds is most of a tick's cost."""
+    seconds = minute_seconds(seed, CATALOGUE[symbol], recent_day(seed, symbol, day), minute_of_day)
+    seconds.flags.writeable = False
+    return seconds
+
+
 def price_at(seed: int, sim: SimInstrument, second: int) -> int:
     """The path price in ticks at a Unix second (the live price, and the history's)."""
     minute, into = divmod(second, 60)
     day, minute_of_day = divmod(minute - _EPOCH_MINUTE, MINUTES_PER_DAY)
-    path = recent_day(seed, sim.spec.symbol, day)
-    return int(minute_seconds(seed, sim, path, minute_of_day)[into])
+    return int(recent_minute(seed, sim.spec.symbol, day, minute_of_day)[into])
 
 
 # --- bars over a range -------------------------------------------------------------------------
