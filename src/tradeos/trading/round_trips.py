@@ -13,8 +13,10 @@ usually a few fills) and double, and never looks past the account's last reset (
 flattened every position).
 
 Fills are taken in booking order (their row id), as the position applied them. A trade's
-strategy tag is the `strategy_id` of the order whose fill opened it. The closing fill id is
-unique on the table, so a trade is stored once whatever retries the booking sees.
+strategy tag is the `strategy_id` of the order whose fill opened it. A trade is stored in the
+unit of work that inserts its closing fill, whose id is unique: no other unit of work can store
+the same trade, so it is inserted without a look first (`closing_fill_id` is unique on the
+table as well, should that ever not hold).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Final
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tradeos.trading import positions
@@ -49,17 +50,17 @@ def closes_a_trade(before: positions.Position, after: positions.Position) -> boo
 
 async def record_round_trip(
     session: AsyncSession,
-    account_id: int,
+    account: TradingAccount,
     before: positions.Position,
     after: positions.Position,
     fill: positions.Fill,
 ) -> None:
-    """Store the trade `fill` closed, if it closed one (see the module's doc)."""
+    """Store the trade `fill` closed, if it closed one (see the module's doc); the fill was
+    inserted by this unit of work."""
     if not closes_a_trade(before, after):
         return
-    if await session.scalar(select(RoundTrip.id).where(RoundTrip.closing_fill_id == fill.fill_id)):
-        return
-    stretch = await _fills_since_flat(session, account_id, before, fill.fill_id)
+    account_id = account.id
+    stretch = await _fills_since_flat(session, account, before, fill.fill_id)
     if stretch is None:
         logger.error("round_trip_start_not_found", account_id=account_id, fill_id=fill.fill_id)
         return
@@ -67,13 +68,7 @@ async def record_round_trip(
     if not trades or trades[-1].closed_at != fill.time:
         logger.error("round_trip_not_closed", account_id=account_id, fill_id=fill.fill_id)
         return
-    trade = trades[-1]
-    try:
-        async with session.begin_nested():
-            session.add(_row(account_id, trade, fill.fill_id))
-            await session.flush()
-    except IntegrityError:  # stored meanwhile by another unit of work: once is enough
-        logger.info("round_trip_seen_twice", fill_id=fill.fill_id)
+    session.add(_row(account_id, trades[-1], fill.fill_id))
 
 
 def _row(account_id: int, trade: positions.Trade, closing_fill_id: str) -> RoundTrip:
@@ -96,13 +91,11 @@ def _row(account_id: int, trade: positions.Trade, closing_fill_id: str) -> Round
 
 
 async def _fills_since_flat(
-    session: AsyncSession, account_id: int, before: positions.Position, closing_fill_id: str
+    session: AsyncSession, account: TradingAccount, before: positions.Position, closing_fill_id: str
 ) -> list[positions.Fill] | None:
     """The fills of `before`'s symbol since the position was last flat, oldest first, without
     the closing fill; None when the walk back never reaches zero (history inconsistent)."""
-    reset_at = await session.scalar(
-        select(TradingAccount.reset_at).where(TradingAccount.id == account_id)
-    )
+    account_id, reset_at = account.id, account.reset_at
     query = (
         select(Fill, Order.strategy_id)
         .join(Order, Order.id == Fill.order_id)

@@ -47,7 +47,7 @@ from decimal import Decimal, localcontext
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -174,19 +174,34 @@ def accounts_query(user_id: int) -> Select[TradingAccount]:
     return select(TradingAccount).where(TradingAccount.owner_id == user_id)
 
 
+# Statements every order runs, built once with bound parameters: building a SQLAlchemy
+# expression costs more CPU than running the statement.
+_OWN_ACCOUNT: Final = select(TradingAccount).where(
+    TradingAccount.id == bindparam("account_id"), TradingAccount.owner_id == bindparam("user_id")
+)
+# populate_existing: a row read earlier in this unit of work is read again under the lock,
+# never taken stale from the session's identity map.
+_OWN_ACCOUNT_LOCKED: Final = _OWN_ACCOUNT.with_for_update().execution_options(
+    populate_existing=True
+)
+_ACCOUNT_POSITIONS: Final = (
+    select(Position).where(Position.account_id == bindparam("account_id")).order_by(Position.symbol)
+)
+_ORDERS_SINCE: Final = (
+    select(func.count())
+    .select_from(Order)
+    .where(Order.account_id == bindparam("account_id"), Order.created_at >= bindparam("since"))
+)
+_ORDERS_SINCE_BUT: Final = _ORDERS_SINCE.where(Order.id != bindparam("amending"))
+
+
 async def get_account(
     session: AsyncSession, user_id: int, account_id: int, *, lock: bool = False
 ) -> TradingAccount:
     """The user's account, or 404 (another user's account is 404 too). `lock`: the row is
     locked until the unit of work ends."""
-    query = select(TradingAccount).where(
-        TradingAccount.id == account_id, TradingAccount.owner_id == user_id
-    )
-    if lock:
-        # populate_existing: a row read earlier in this unit of work is read again under the
-        # lock, never taken stale from the session's identity map.
-        query = query.with_for_update().execution_options(populate_existing=True)
-    account = await session.scalar(query)
+    query = _OWN_ACCOUNT_LOCKED if lock else _OWN_ACCOUNT
+    account = await session.scalar(query, {"account_id": account_id, "user_id": user_id})
     if account is None:
         raise NotFound("No such trading account.")
     return account
@@ -240,11 +255,21 @@ def _account_fields(account: TradingAccount) -> dict[str, Any]:
 
 
 async def _positions_of(session: AsyncSession, account_id: int) -> list[Position]:
+    return list(await session.scalars(_ACCOUNT_POSITIONS, {"account_id": account_id}))
+
+
+async def _positions_of_symbol(
+    session: AsyncSession, account_id: int, symbol: str
+) -> list[Position]:
     return list(
         await session.scalars(
-            select(Position).where(Position.account_id == account_id).order_by(Position.symbol)
+            select(Position).where(Position.account_id == account_id, Position.symbol == symbol)
         )
     )
+
+
+def _position_row(rows: Iterable[Position], symbol: str) -> Position | None:
+    return next((row for row in rows if row.symbol == symbol), None)
 
 
 def _pure(row: Position) -> positions.Position:
@@ -441,14 +466,11 @@ async def _trades_today(
     since = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if account.reset_at is not None and account.reset_at > since:
         since = account.reset_at
-    query = (
-        select(func.count())
-        .select_from(Order)
-        .where(Order.account_id == account.id, Order.created_at >= since)
-    )
+    parameters: dict[str, Any] = {"account_id": account.id, "since": since}
+    query = _ORDERS_SINCE
     if amending is not None:
-        query = query.where(Order.id != amending)
-    return int(await session.scalar(query) or 0)
+        query, parameters["amending"] = _ORDERS_SINCE_BUT, amending
+    return int(await session.scalar(query, parameters) or 0)
 
 
 async def place_order(
@@ -468,8 +490,8 @@ async def place_order(
         found = await _find_by_client_id(session, body.account_id, body.client_order_id)
         if found is not None:
             return found, False
-    else:
-        await get_account(session, user_id, body.account_id)
+    # Without one, the account is read once, locked, below: another user's account is a 404
+    # there, after the instrument (which reveals nothing of the account).
     try:
         instrument = await market_service.get_instrument(session, body.symbol)
     except NotFound as exc:
@@ -506,9 +528,9 @@ async def place_order(
         await _publish_rejected(events, user_id, body, str(exc))
         raise _invalid(errors, f"The order is invalid: {exc}") from None
 
-    position_row = await session.scalar(
-        select(Position).where(Position.account_id == account.id, Position.symbol == spec.symbol)
-    )
+    # Read once under the lock, for the risk rules and for the fill.
+    position_rows = await _positions_of(session, account.id)
+    position_row = _position_row(position_rows, spec.symbol)
     position_quantity = position_row.quantity if position_row is not None else ZERO
     model = fill_model(settings)
     price = _reservation_price(order, tick)
@@ -525,8 +547,20 @@ async def place_order(
         await _publish_rejected(events, user_id, body, str(exc))
         raise _invalid([("side", str(exc))], "This account does not permit short sales.") from None
 
+    profile = await risk_service.profile_of(session, account.id)
     violations = await _risk_violations(
-        session, provider, account, spec, order, body, price, reservation, position_quantity, tick
+        session,
+        provider,
+        account,
+        profile,
+        position_rows,
+        spec,
+        order,
+        body,
+        price,
+        reservation,
+        position_quantity,
+        tick,
     )
     if violations:
         await _publish_rejected(events, user_id, body, violations[0].message)
@@ -557,24 +591,38 @@ async def place_order(
         expires_at=_day_end(order),
         origin=origin,
     )
-    try:
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-    except IntegrityError:
-        # The same client order id, placed by a request that committed after ours looked.
-        if body.client_order_id is None:
-            raise
-        found = await _find_by_client_id(session, account.id, body.client_order_id)
-        if found is None:
-            raise
-        return found, False
+    if body.client_order_id is None:  # nothing can collide: no savepoint needed
+        session.add(row)
+        await session.flush()
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+        except IntegrityError:
+            # The same client order id, placed by a request that committed after ours looked.
+            found = await _find_by_client_id(session, account.id, body.client_order_id)
+            if found is None:
+                raise
+            return found, False
     account.cash_total, account.cash_reserved = balance.total, balance.reserved
     _publish_order(session, events, user_id, "order.accepted", row)
 
     result = orders.match(accepted, tick, spec, model, on_arrival=True)
     if result.execution is not None:
-        await book_execution(session, events, model, account, row, accepted, result, tick.time)
+        await book_execution(
+            session,
+            events,
+            model,
+            account,
+            row,
+            accepted,
+            result,
+            tick.time,
+            new_order=True,
+            position_rows=position_rows,
+            profile=profile,
+        )
     elif result.order.status is OrderStatus.CANCELED:  # an IOC / FOK that could not fill
         _close_unfilled(row, account, "not marketable on arrival")
         _publish_order(session, events, user_id, "order.canceled", row)
@@ -632,6 +680,8 @@ async def _risk_violations(
     session: AsyncSession,
     provider: MarketProvider | None,
     account: TradingAccount,
+    profile: rules.RiskProfile,
+    rows: list[Position],
     spec: InstrumentSpec,
     order: orders.Order,
     body: OrderCreate,
@@ -641,11 +691,10 @@ async def _risk_violations(
     tick: Tick,
     amending: int | None = None,
 ) -> list[rules.RiskViolation]:
-    """What the risk profile refuses of the order (see the module's doc); `amending` names the
-    stored order a PATCH changes."""
-    profile = await risk_service.profile_of(session, account.id)
+    """What the account's risk `profile` refuses of the order (see the module's doc), given
+    its position `rows` (read under the lock); `amending` names the stored order a PATCH
+    changes."""
     now = utcnow()
-    rows = await _positions_of(session, account.id)
     others = [row.symbol for row in rows if row.quantity and row.symbol != spec.symbol]
     marks = await mark_prices(session, provider, others)
     marks[spec.symbol] = tick.last
@@ -701,6 +750,10 @@ async def book_execution(
     before: orders.Order,
     result: orders.Match,
     time: datetime,
+    *,
+    new_order: bool = False,
+    position_rows: list[Position] | None = None,
+    profile: rules.RiskProfile | None = None,
 ) -> bool:
     """Book the fill `orders.match` decided for the order `before` (the order as matched):
     fill row, order, position and balance, in this transaction, the account row locked. A
@@ -708,16 +761,19 @@ async def book_execution(
 
     The fill id is the order and the quantity filled before it, so the same match booked
     twice (a retry, or two processes matching one order) makes the same id: the unique fill
-    id lets it apply once. Returns whether the fill was booked."""
+    id lets it apply once. `new_order`: the order was stored by this unit of work, so no
+    other can have booked a fill of it, and that check is skipped. What the caller already
+    read under the lock is not read again: the account's `position_rows`, its risk
+    `profile`. Returns whether the fill was booked."""
     execution = result.execution
     assert execution is not None
     fill_id = f"paper:{row.id}:{_text(before.filled_quantity)}"
-    if await session.scalar(select(Fill.id).where(Fill.fill_id == fill_id)) is not None:
+    if not new_order and await session.scalar(select(Fill.id).where(Fill.fill_id == fill_id)):
         logger.info("fill_seen_twice", fill_id=fill_id)
         return False
-    position_row = await session.scalar(
-        select(Position).where(Position.account_id == account.id, Position.symbol == row.symbol)
-    )
+    if position_rows is None:
+        position_rows = await _positions_of_symbol(session, account.id, row.symbol)
+    position_row = _position_row(position_rows, row.symbol)
     current = _pure(position_row) if position_row is not None else positions.Position(row.symbol)
     fill = positions.Fill(
         fill_id=fill_id,
@@ -748,32 +804,35 @@ async def book_execution(
         _close_unfilled(row, account, f"cannot be paid: {exc}")
         _publish_order(session, events, row.owner_id, "order.canceled", row)
         return False
-    try:
-        async with session.begin_nested():
-            session.add(
-                Fill(
-                    fill_id=fill.fill_id,
-                    order_id=row.id,
-                    account_id=account.id,
-                    symbol=fill.symbol,
-                    side=fill.side.value,
-                    quantity=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    liquidity=execution.liquidity.value,
-                    realized_pnl=effect.realized_pnl,
-                    time=fill.time,
-                )
-            )
-            await session.flush()
-    except IntegrityError:  # booked meanwhile by another unit of work: applied once
-        logger.info("fill_seen_twice", fill_id=fill.fill_id)
-        return False
+    fill_row = Fill(
+        fill_id=fill.fill_id,
+        order_id=row.id,
+        account_id=account.id,
+        symbol=fill.symbol,
+        side=fill.side.value,
+        quantity=fill.quantity,
+        price=fill.price,
+        fee=fill.fee,
+        liquidity=execution.liquidity.value,
+        realized_pnl=effect.realized_pnl,
+        time=fill.time,
+    )
+    if new_order:  # nobody else can know this fill id: written with the rest at the flush
+        session.add(fill_row)
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(fill_row)
+                await session.flush()
+        except IntegrityError:  # booked meanwhile by another unit of work: applied once
+            logger.info("fill_seen_twice", fill_id=fill.fill_id)
+            return False
     account.cash_total, account.cash_reserved = balance.total, balance.reserved
     after = state.position
     if position_row is None:
         position_row = Position(account_id=account.id, symbol=row.symbol)
         session.add(position_row)
+        position_rows.append(position_row)
     if current.is_flat or (after.quantity > 0) != (current.quantity > 0):
         position_row.opened_at = None if after.is_flat else fill.time
     elif after.is_flat:
@@ -818,8 +877,8 @@ async def book_execution(
         f"{_text(fill.price)}, fee {_text(fill.fee)}.",
         data={"order_id": row.id, "fill_id": fill.fill_id, "account_id": account.id},
     )
-    await record_round_trip(session, account.id, current, after, fill)
-    await trading_state.review_after_fill(session, events, account)
+    await record_round_trip(session, account, current, after, fill)
+    await trading_state.review_after_fill(session, events, account, profile=profile)
     return True
 
 
@@ -1069,9 +1128,8 @@ async def amend_order(
         take_profit=request.take_profit,
     )
 
-    position_row = await session.scalar(
-        select(Position).where(Position.account_id == account.id, Position.symbol == spec.symbol)
-    )
+    position_rows = await _positions_of(session, account.id)
+    position_row = _position_row(position_rows, spec.symbol)
     position_quantity = position_row.quantity if position_row is not None else ZERO
     model = fill_model(settings)
     price = _reservation_price(amended, tick)
@@ -1101,10 +1159,13 @@ async def amend_order(
         stop_loss=rest.stop_loss,
         take_profit=rest.take_profit,
     )
+    profile = await risk_service.profile_of(session, account.id)
     violations = await _risk_violations(
         session,
         provider,
         account,
+        profile,
+        position_rows,
         spec,
         rest,
         as_placed,
@@ -1132,7 +1193,18 @@ async def amend_order(
 
     result = orders.match(amended, tick, spec, model, on_arrival=True)
     if result.execution is not None:
-        await book_execution(session, events, model, account, row, amended, result, tick.time)
+        await book_execution(
+            session,
+            events,
+            model,
+            account,
+            row,
+            amended,
+            result,
+            tick.time,
+            position_rows=position_rows,
+            profile=profile,
+        )
         await open_bracket_children(session, events, model, account, row)
     else:
         row.triggered = result.order.triggered

@@ -129,9 +129,15 @@ async def start_day(
 
 
 async def review_after_fill(
-    session: AsyncSession, events: EventBus, account: TradingAccount, now: datetime | None = None
+    session: AsyncSession,
+    events: EventBus,
+    account: TradingAccount,
+    now: datetime | None = None,
+    *,
+    profile: rules.RiskProfile | None = None,
 ) -> rules.TradingStatus:
-    """After a booked fill: halt the account when today's loss is past a daily loss limit."""
+    """After a booked fill: halt the account when today's loss is past a daily loss limit.
+    `profile`: the account's risk profile, when the caller has it at hand."""
     now = now or utcnow()
     provider: MarketProvider | None = session.info.get(_PROVIDER_KEY)
     if not _day_is_current(account, now):
@@ -140,7 +146,8 @@ async def review_after_fill(
     status = status_of(account)
     if status.state is rules.TradingState.HALTED or account.day_start_equity is None:
         return status
-    profile = await risk_service.profile_of(session, account.id)
+    if profile is None:
+        profile = await risk_service.profile_of(session, account.id)
     if profile.max_daily_loss is None and profile.max_daily_loss_pct is None:
         return status
     loss = await day_loss(session, provider, account)
