@@ -473,7 +473,15 @@ def test_each_indicator_is_computed_once_per_evaluation_and_reused_across_a_grid
         computed.append(tuple(constants))
         return sma.compute(series, constants)
 
+    # Two SMAs of one series are computed side by side (`sma_pair`): counted per SMA too.
+    sma_pair = ind.sma_pair
+
+    def counting_pair(values: FloatArray, period: int, other: int) -> tuple[Array, Array]:
+        computed.extend([(float(period),), (float(other),)])
+        return sma_pair(values, period, other)
+
     monkeypatch.setitem(FUNCTIONS, "sma", dataclasses.replace(sma, compute=counting))
+    monkeypatch.setattr(ind, "sma_pair", counting_pair)
     formula = compile_formula(EXAMPLE)
     candles = Candles({"close": zigzag_close()})
     formula.evaluate(candles)
@@ -567,3 +575,28 @@ def test_generated_formulas_either_are_refused_or_evaluate_cleanly(
     assert signals.exit_long.shape == (120,)
     assert signals.stop_loss is not None
     assert signals.stop_loss.dtype == np.float64
+
+
+def test_calls_computed_together_give_what_each_call_gives_alone() -> None:
+    # Three SMAs of close (a pair and one alone), a pair of high, a crossover with its
+    # crossunder, and a crossunder without its crossover; the close has a gap.
+    text = """fast_line = sma(close, 5)
+mid_line = sma(close, 12)
+slow_line = sma(close, 40)
+entry_long = crossover(fast_line, mid_line) and slow_line > 0
+exit_long = crossunder(fast_line, mid_line) or crossunder(mid_line, slow_line)
+entry_short = crossover(sma(high, 3), sma(high, 9))
+"""
+    close = 100 + 10 * np.sin(np.arange(400) / 7)
+    close[200] = np.nan
+    high = close + 1
+    signals = compile_formula(text).evaluate({"close": close, "high": high})
+    fast, mid, slow = ind.sma(close, 5), ind.sma(close, 12), ind.sma(close, 40)
+    np.testing.assert_array_equal(signals.entry_long, ind.crossover(fast, mid) & (slow > 0))
+    np.testing.assert_array_equal(
+        signals.exit_long, ind.crossunder(fast, mid) | ind.crossunder(mid, slow)
+    )
+    np.testing.assert_array_equal(
+        signals.entry_short, ind.crossover(ind.sma(high, 3), ind.sma(high, 9))
+    )
+    assert signals.entry_long.any() and signals.exit_long.any() and signals.entry_short.any()

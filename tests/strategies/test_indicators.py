@@ -244,3 +244,26 @@ def test_gap_scans_remembered_within_an_evaluation_change_no_result() -> None:
     for ours, theirs in zip([*remembered, again], [*fresh, fresh[0]], strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert np.isnan(fresh[0][1500:1529]).all() and not np.isnan(fresh[0][1529:]).any()
+
+
+@pytest.mark.parametrize(("period", "other"), [(10, 30), (30, 10), (2, 2), (7, 3000), (20, 3001)])
+def test_two_smas_in_one_pass_are_the_same_floats_as_two_calls(period: int, other: int) -> None:
+    gapped = CL.copy()
+    gapped[1500:1510] = np.nan
+    for values in (CL, gapped, CL[:25]):
+        short, long = ind.sma_pair(values, period, other)
+        np.testing.assert_array_equal(short, ind.sma(values, period))
+        np.testing.assert_array_equal(long, ind.sma(values, other))
+    assert np.array_equal(ind.sma_pair(CL, 10, 30)[0], talib.SMA(CL, 10), equal_nan=True)
+
+
+def test_crossings_in_one_pass_are_crossover_and_crossunder() -> None:
+    rng = np.random.default_rng(6)
+    a = np.round(rng.normal(0, 1, 2000), 1)
+    b = np.round(rng.normal(0, 1, 2000), 1)
+    a[rng.integers(0, 2000, 50)] = np.nan
+    for x, y in ((a, b), (a.astype(np.float32), b), (a, 0.5)):
+        up, down = ind.crossings(x, y)  # type: ignore[arg-type]
+        assert up.any() and down.any()
+        np.testing.assert_array_equal(up, ind.crossover(x, y))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(down, ind.crossunder(x, y))  # type: ignore[arg-type]

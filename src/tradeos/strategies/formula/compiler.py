@@ -42,6 +42,8 @@ BoolArray = npt.NDArray[np.bool_]
 Scalar = np.float64 | np.bool_
 Value = Scalar | Array
 Key = Hashable
+# A call's key: ("call", function name, keys of its series arguments, constant arguments).
+_CallKey = tuple[str, str, tuple[Key, ...], tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,7 @@ class _Run:
         self.keys: dict[int, Key] = {}
         self.costs: dict[Key, float] = {}
         self.values: dict[Key, Value] = {}
+        self.calls: dict[Key, Call] = {}
 
     def plan(self) -> None:
         for definition in self.program.definitions:
@@ -358,6 +361,7 @@ class _Run:
             series = tuple(self.key(s) for s in node.series)
             key = ("call", node.function.name, series, constants)
             cost = max(1.0, node.function.cost(constants))
+            self.calls[key] = node
         elif isinstance(node, Arithmetic | Comparison):
             key = (node.operator, self.key(node.left), self.key(node.right))
         elif isinstance(node, Logic):
@@ -414,6 +418,45 @@ class _Run:
         self.candles.remember(key, result)
         return result
 
+    def _shared_passes(self) -> None:
+        """Calls that one compiled pass computes together, computed so before the rest: the
+        SMAs of one series two at a time (`sma(close, fast)` and `sma(close, slow)`), and the
+        crossover and crossunder of one pair of series. The same values, sooner."""
+        self._smas_in_pairs()
+        self._crossings_in_pairs()
+
+    def _share(self, keys: tuple[Key, Key], results: tuple[Array, Array]) -> None:
+        for key, result in zip(keys, results, strict=True):
+            self.candles.remember(key, result)
+            self.values[key] = result
+
+    def _smas_in_pairs(self) -> None:
+        by_series: dict[Key, list[tuple[float, Key]]] = {}
+        for key, node in self.calls.items():
+            if node.function.name == "sma" and self.candles.remembered(key) is None:
+                _, _, series, (period,) = cast(_CallKey, key)
+                by_series.setdefault(series, []).append((period, key))
+        for wanted in by_series.values():
+            wanted.sort()
+            # By period, two at a time; an odd one out is computed alone, when it is read.
+            pairs = zip(wanted[::2], wanted[1::2], strict=False)
+            for (short, short_key), (long, long_key) in pairs:
+                node = self.calls[short_key]
+                values = cast(FloatArray, self._as_series(self.value(node.series[0])))
+                self._share((short_key, long_key), ind.sma_pair(values, int(short), int(long)))
+
+    def _crossings_in_pairs(self) -> None:
+        for over_key, node in self.calls.items():
+            if node.function.name != "crossover":
+                continue
+            _, _, series, constants = cast(_CallKey, over_key)
+            under_key = ("call", "crossunder", series, constants)
+            if under_key not in self.calls or self.candles.remembered(over_key) is not None:
+                continue
+            # Both take numbers only (checked when parsed), like every function but shift().
+            a, b = (cast(FloatArray, self._as_series(self.value(s))) for s in node.series)
+            self._share((over_key, under_key), ind.crossings(a, b))
+
     def _as_series(self, value: Value) -> Array:
         if isinstance(value, np.ndarray):
             return value
@@ -421,6 +464,7 @@ class _Run:
         return cast(Array, np.full(self.candles.length, value))
 
     def signals(self) -> Signals:
+        self._shared_passes()
         for definition in self.program.definitions:
             self.value(definition.value)
         results: dict[str, Array | None] = {}
