@@ -22,7 +22,7 @@ from tradeos.accounts.models import User
 from tradeos.backtest import jobs as backtest_jobs
 from tradeos.backtest import report, runner
 from tradeos.backtest import service as backtest_service
-from tradeos.backtest.engine import BacktestConfig
+from tradeos.backtest.engine import BacktestConfig, FillTiming, Sizing
 from tradeos.backtest.models import Backtest
 from tradeos.backtest.schemas import Objective
 from tradeos.config import Settings
@@ -188,6 +188,79 @@ async def test_a_backtest_runs_as_a_job_and_equals_run_formula(
     assert min(p["drawdown"] for p in curve) == pytest.approx(-expected.metrics.max_drawdown)
     times = [datetime.fromisoformat(p["time"]) for p in curve]
     assert times == sorted(times)
+
+
+# Each request option, and the engine setting it must reach (the instrument's quantity step,
+# read from the database, replaces None).
+OPTIONS = [
+    (
+        {"fill": "close", "slippage_bps": 5, "allow_short": False, "params": {"fast": 5}},
+        {"fill_at": FillTiming.CLOSE, "slippage_bps": 5.0, "allow_short": False},
+        {"fast": 5},
+    ),
+    (
+        {"sizing": {"mode": "percent_cash", "value": 40}, "whole_units": False},
+        {"sizing": Sizing.PERCENT_CASH, "size": 0.4, "quantity_step": None},
+        {},
+    ),
+    (
+        {"sizing": {"mode": "fixed", "value": 3}, "params": {"slow": 30}},
+        {"sizing": Sizing.FIXED, "size": 3.0},
+        {"slow": 30},
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "engine_settings", "params"), OPTIONS)
+async def test_each_option_of_a_request_reaches_the_engine(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    database: Database,
+    queue: JobQueue,
+    alice: Any,
+    options: dict[str, Any],
+    engine_settings: dict[str, Any],
+    params: dict[str, float],
+) -> None:
+    _, headers = alice
+    accepted = await submit(client, headers, **options)
+    await run_job(queue, accepted["id"])
+    done = await get(client, headers, accepted["id"])
+    assert done["status"] == "succeeded", done["error"]
+
+    candles = await candles_of(app, database, "BTC-USD")
+    if engine_settings.get("quantity_step", 1) is None:
+        async with database.session(write=False) as session:
+            instrument = await market.get_instrument(session, "BTC-USD")
+        engine_settings = {**engine_settings, "quantity_step": float(instrument.quantity_step)}
+    # Whole units unless the option says otherwise.
+    wanted = {"quantity_step": 1.0, **engine_settings}
+    config = BacktestConfig(initial_cash=float(CASH), commission=COMMISSION, **wanted)
+    expected = runner.run_formula([candles], EXAMPLE, params=params, config=config)
+    assert done["final_equity"] == expected.final_equity
+    assert done["metrics"] == runner.metrics_dict(expected.metrics)
+    assert done["trade_count"] == len(expected.trades()) > 0
+    # The option changed the run: with the defaults it comes out otherwise.
+    default = runner.run_formula([candles], EXAMPLE, config=CONFIG)
+    assert expected.final_equity != default.final_equity
+
+
+async def test_several_instruments_run_on_one_cash_balance_as_the_runner_does(
+    client: httpx.AsyncClient, app: FastAPI, database: Database, queue: JobQueue, alice: Any
+) -> None:
+    _, headers = alice
+    accepted = await submit(client, headers, symbols=["BTC-USD", "ETH-USD"])
+    await run_job(queue, accepted["id"])
+    done = await get(client, headers, accepted["id"])
+    assert done["status"] == "succeeded", done["error"]
+
+    both = [await candles_of(app, database, symbol) for symbol in ("BTC-USD", "ETH-USD")]
+    expected = runner.run_formula(both, EXAMPLE, config=CONFIG)
+    assert done["final_equity"] == expected.final_equity
+    assert done["metrics"] == runner.metrics_dict(expected.metrics)
+    trades = expected.trades()
+    assert {trade["symbol"] for trade in done["trades"]} == {"BTC-USD", "ETH-USD"}
+    assert done["trade_count"] == len(trades)
 
 
 async def test_a_window_without_bars_fails_the_backtest_with_the_reason(
