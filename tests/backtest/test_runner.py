@@ -11,8 +11,10 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tradeos.backtest.engine import BacktestConfig, run_backtest, run_portfolio
+from tradeos.backtest.engine import BacktestConfig, FillTiming, run_backtest, run_portfolio
 from tradeos.backtest.runner import (
     MAX_COMBINATIONS,
     BacktestInputError,
@@ -383,3 +385,60 @@ async def test_job_workers_warm_the_engine_up_once_before_their_first_job() -> N
         WORKER_START_HOOKS.remove(failing)
         WORKER_START_HOOKS.remove(counted)
     assert calls == ["failing", "counted"]  # a failing hook does not stop the others
+
+
+# Every indicator of the language, each able to change a signal.
+EVERY_INDICATOR = """
+entry_long = (crossover(ema(close, 8), wma(close, 21)) and rsi(close, 14) < 75
+    and macd_hist(close, 12, 26, 9) > -1 and close < bb_upper(close, 20, 2) and adx(14) > 5)
+exit_long = (crossunder(sma(close, 5), sma(close, 13)) or cci(20) > 200 or stoch_k(14, 3) > 95
+    or close < shift(lowest(low, 20), 1) + 0 * stdev(close, 10))
+entry_short = (crossunder(close, vwap()) and roc(close, 5) < 0 and obv() < shift(obv(), 3)
+    and close < bb_middle(close, 20, 2) and close > bb_lower(close, 20, 2) * 0.9)
+exit_short = (close > shift(highest(high, 10), 1) or stoch_d(14, 3, 3) < 5
+    or macd(close, 12, 26, 9) > macd_signal(close, 12, 26, 9) + 1)
+stop_loss = 2 * atr(14)
+size = 0.5
+"""
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=st.integers(min_value=30, max_value=399), seed=st.integers(0, 2**32 - 1))
+def test_a_formula_backtest_before_a_bar_ignores_every_bar_from_it_on(t: int, seed: int) -> None:
+    # No look-ahead end to end, formula included: other bars from `t` on change no signal
+    # before `t`, and (filling at the signal bar's close, so that a signal on bar t - 1 shows
+    # in bar t - 1's equity) neither the equity before `t` nor a trade closed before it.
+    market = walk(400, 11)
+    other = walk(400, seed)
+    changed = CandleArrays(
+        market.symbol,
+        market.open_time,
+        *(
+            np.concatenate((getattr(market, name)[:t], getattr(other, name)[t:]))
+            for name in ("open", "high", "low", "close", "volume")
+        ),
+    )
+    formula = compile_formula(EVERY_INDICATOR)
+    inputs = ("open", "high", "low", "close", "volume")
+    seen, changed_seen = (
+        formula.evaluate({name: getattr(c, name) for name in inputs}) for c in (market, changed)
+    )
+    for rule in dataclasses.fields(seen):
+        ours, theirs = getattr(seen, rule.name), getattr(changed_seen, rule.name)
+        if ours is not None:
+            np.testing.assert_array_equal(ours[:t], theirs[:t], err_msg=rule.name)
+
+    on_close = dataclasses.replace(CONFIG, fill_at=FillTiming.CLOSE)
+    before = run_formula([market], EVERY_INDICATOR, config=on_close)
+    after = run_formula([changed], EVERY_INDICATOR, config=on_close)
+    np.testing.assert_array_equal(before.equity[:t], after.equity[:t])
+    closed = before.result.trades["exit_bar"] < t
+    np.testing.assert_array_equal(
+        before.result.trades[closed], after.result.trades[after.result.trades["exit_bar"] < t]
+    )
+
+
+def test_the_look_ahead_formula_trades_both_ways() -> None:
+    # The property above means something only if the formula trades.
+    trades = run_formula([walk(400, 11)], EVERY_INDICATOR, config=CONFIG).result.trades
+    assert (trades["side"] > 0).any() and (trades["side"] < 0).any()
