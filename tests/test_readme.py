@@ -8,15 +8,24 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import typer
 
+from tests.backtest.test_cli import write_csv
+from tests.backtest.test_runner import walk
+from tests.test_cli import cli_env, run
+from tradeos.backtest.runner import CandleArrays
+from tradeos.backtest.schemas import BacktestIn
 from tradeos.cli import app as cli_app
 from tradeos.config import Settings
 from tradeos.market.providers.registry import make_listings
 from tradeos.market.providers.sim import SimProvider
 from tradeos.market.symbols import normalize
 from tradeos.market.timeframes import Timeframe
+from tradeos.strategies.formula import compile_formula
+
+__all__ = ["cli_env"]  # the fixture, used by name
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -141,3 +150,64 @@ def test_the_readme_shows_how_to_take_candles_from_an_exchange(
     assert settings.ccxt_symbols == env["CCXT_SYMBOLS"].split(",")
     # The extra it needs is installed the way the README says.
     assert any(".[exchanges]" in words for words in _commands("pip install"))
+
+
+def _section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start:end]
+
+
+def _formula_example() -> str:
+    # The section's first plain (language-less) code block.
+    blocks = re.findall(r"```\n(.*?)```", _section("Strategy formulas and backtests"), re.DOTALL)
+    assert blocks, "no formula example in the README"
+    example: str = blocks[0]
+    return example
+
+
+def test_the_readme_formula_example_compiles_with_its_parameters_and_rules() -> None:
+    formula = compile_formula(_formula_example())
+    assert formula.parameters == {"fast": 10, "slow": 20}
+    assert set(formula.rules) == {"entry_long", "exit_long", "entry_short", "exit_short"}
+
+
+def test_the_readme_backtest_commands_on_a_csv_file_run(
+    cli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backtests = [words for words in _commands("tradeos") if words[1:2] == ["backtest"]]
+    assert any("--data" in words for words in backtests), "no CSV backtest in the README"
+    command: Any = typer.main.get_command(cli_app)
+    known = {
+        option
+        for param in command.commands["backtest"].params
+        for option in (*param.opts, *param.secondary_opts)  # --whole-units / --fractional
+    }
+    # The files the commands name: the README's formula and 400 daily bars.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sma.txt").write_text(_formula_example())
+    bars = walk(400, 17)
+    daily = CandleArrays(
+        "BTC",
+        1_699_920_000 + np.arange(400, dtype=np.int64) * 86_400,  # midnight UTC
+        *(getattr(bars, name) for name in ("open", "high", "low", "close", "volume")),
+    )
+    write_csv(tmp_path / "btc-1d.csv", daily)
+    ran = []
+    for words in backtests:
+        assert {word for word in words if word.startswith("--")} <= known, words
+        if "--data" in words:
+            result = run(*words[1:])
+            assert result.exit_code == 0, result.output
+            assert "sharpe" in result.output.lower()
+            ran.append("--optimize" in words)
+    assert sorted(ran) == [False, True]  # a backtest and an optimization
+    assert "<svg" in (tmp_path / "report.html").read_text()
+
+
+def test_the_readme_api_backtest_is_a_request_the_api_takes() -> None:
+    [payload] = re.findall(r"-d '(\{\"formula\".*?\})'", README, re.DOTALL)
+    request = BacktestIn.model_validate_json(payload.replace("\n", " "))
+    assert request.formula is not None
+    assert compile_formula(request.formula).rules == ["entry_long", "exit_long"]
+    assert request.params == {"fast": 12}
