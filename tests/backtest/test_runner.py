@@ -442,3 +442,21 @@ def test_the_look_ahead_formula_trades_both_ways() -> None:
     # The property above means something only if the formula trades.
     trades = run_formula([walk(400, 11)], EVERY_INDICATOR, config=CONFIG).result.trades
     assert (trades["side"] > 0).any() and (trades["side"] < 0).any()
+
+
+def test_a_run_reports_its_progress_in_order_to_the_end() -> None:
+    seen: list[tuple[int, str]] = []
+    run_formula(
+        [walk(300, 1, symbol="AAA"), walk(300, 2, symbol="BBB")],
+        SMA_CROSS,
+        config=CONFIG,
+        progress=lambda percent, message: seen.append((percent, message)),
+    )
+    percents = [percent for percent, _ in seen]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert [message for _, message in seen] == [
+        "evaluating AAA",
+        "evaluating BBB",
+        "simulating",
+        "done",
+    ]
