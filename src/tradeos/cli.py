@@ -476,6 +476,10 @@ def backtest(
     commission: Annotated[
         float, typer.Option(help="Fee per fill (each side), a fraction of the notional.")
     ] = 0.0,
+    fixed_fee: Annotated[
+        float, typer.Option(help="A fixed fee per fill (each side), on top of the commission.")
+    ] = 0.0,
+    min_fee: Annotated[float, typer.Option(help="The least a fill pays in fees.")] = 0.0,
     slippage_bps: Annotated[float, typer.Option(help="Slippage per fill, in basis points.")] = 0.0,
     fill: Annotated[
         str,
@@ -483,6 +487,13 @@ def backtest(
             help="next_open: a signal fills at the next bar's open; close: at its own close."
         ),
     ] = "next_open",
+    intrabar: Annotated[
+        str,
+        typer.Option(
+            help="When one bar reaches both the stop-loss and the take-profit: worst (the one "
+            "worse for the trader), best, or nearest_to_open."
+        ),
+    ] = "worst",
     size: Annotated[
         str,
         typer.Option(
@@ -561,7 +572,8 @@ def backtest(
     params = _backtest_params(param or [])
     grid = _backtest_grid(optimize, rank_by, params, symbol, data, report) if optimize else None
     config = _backtest_config(
-        cash=cash, commission=commission, slippage_bps=slippage_bps, fill=fill, size=size,
+        cash=cash, commission=commission, fixed_fee=fixed_fee, min_fee=min_fee,
+        slippage_bps=slippage_bps, fill=fill, intrabar=intrabar, size=size,
         whole_units=whole_units, allow_short=allow_short,
     )  # fmt: skip
     try:
@@ -764,16 +776,22 @@ def _backtest_config(
     *,
     cash: float,
     commission: float,
+    fixed_fee: float,
+    min_fee: float,
     slippage_bps: float,
     fill: str,
+    intrabar: str,
     size: str,
     whole_units: bool,
     allow_short: bool,
 ) -> Any:
     from tradeos.backtest.engine import BacktestConfig, FillTiming, Sizing
+    from tradeos.trading.fill_model import IntrabarRule
 
     if fill not in {f.value for f in FillTiming}:
         _fail(f"--fill must be one of: {', '.join(f.value for f in FillTiming)}")
+    if intrabar not in {r.value for r in IntrabarRule}:
+        _fail(f"--intrabar must be one of: {', '.join(r.value for r in IntrabarRule)}")
     text = size.strip().lower().replace(" ", "")
     sizing = Sizing.FIXED
     if text.endswith("%cash"):
@@ -793,8 +811,11 @@ def _backtest_config(
         return BacktestConfig(
             initial_cash=cash,
             commission=commission,
+            fixed_fee=fixed_fee,
+            min_fee=min_fee,
             slippage_bps=slippage_bps,
             fill_at=FillTiming(fill),
+            intrabar_rule=IntrabarRule(intrabar),
             sizing=sizing,
             size=amount,
             quantity_step=1.0 if whole_units else 0.0,

@@ -31,6 +31,7 @@ from tradeos.core.jobs import JobQueue, RunStatus
 from tradeos.core.transactions import flush_after_commit
 from tradeos.market import service as market
 from tradeos.market.timeframes import Timeframe
+from tradeos.trading.fill_model import IntrabarRule
 
 API = "/api/v1"
 # The formula language's own example, as tests/strategies/test_strategies_api.py uses it.
@@ -41,6 +42,8 @@ exit_long   = crossunder(sma(close, fast), sma(close, slow))
 entry_short = crossunder(sma(close, fast), sma(close, slow))
 exit_short  = crossover(sma(close, fast), sma(close, slow))
 """
+# Tight levels on hourly bars: some bars reach both the stop and the target.
+BRACKETED = EXAMPLE + "stop_loss = 0.004\ntake_profit = 0.004\n"
 BROKEN = "fast = 10\nentry_long = crossover(sma(close, fast), smaa(close, 20))\n"
 # 2,496 hourly bars: more than the 2,000 points an equity curve keeps.
 START, END = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 15, tzinfo=UTC)
@@ -208,6 +211,16 @@ OPTIONS = [
         {"sizing": Sizing.FIXED, "size": 3.0},
         {"slow": 30},
     ),
+    (
+        {"formula": BRACKETED, "intrabar_rule": "best"},
+        {"intrabar_rule": IntrabarRule.BEST},
+        {},
+    ),
+    (
+        {"fixed_fee": 25, "min_fee": 40},
+        {"fixed_fee": 25.0, "min_fee": 40.0},
+        {},
+    ),
 ]
 
 
@@ -236,12 +249,13 @@ async def test_each_option_of_a_request_reaches_the_engine(
     # Whole units unless the option says otherwise.
     wanted = {"quantity_step": 1.0, **engine_settings}
     config = BacktestConfig(initial_cash=float(CASH), commission=COMMISSION, **wanted)
-    expected = runner.run_formula([candles], EXAMPLE, params=params, config=config)
+    formula = options.get("formula", EXAMPLE)
+    expected = runner.run_formula([candles], formula, params=params, config=config)
     assert done["final_equity"] == expected.final_equity
     assert done["metrics"] == runner.metrics_dict(expected.metrics)
     assert done["trade_count"] == len(expected.trades()) > 0
     # The option changed the run: with the defaults it comes out otherwise.
-    default = runner.run_formula([candles], EXAMPLE, config=CONFIG)
+    default = runner.run_formula([candles], formula, config=CONFIG)
     assert expected.final_equity != default.final_equity
 
 
@@ -363,6 +377,10 @@ async def test_requests_are_checked_before_anything_is_queued(
 
     commission = await refused(client, headers, commission=0.5)
     assert commission["errors"][0]["field"] == "body.commission"
+    fee = await refused(client, headers, fixed_fee=-1)
+    assert fee["errors"][0]["field"] == "body.fixed_fee"
+    rule = await refused(client, headers, intrabar_rule="first")
+    assert rule["errors"][0]["field"] == "body.intrabar_rule"
     cash = await refused(client, headers, initial_cash="0")
     assert cash["errors"][0]["field"] == "body.initial_cash"
     unknown = await refused(client, headers, params={"nope": 3})

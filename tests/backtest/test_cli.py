@@ -107,6 +107,36 @@ def test_a_csv_file_backtests_like_run_formula(
     assert not (cli_env / "tradeos.db").exists()  # no database needed
 
 
+# Tight levels on hourly bars: some bars reach both the stop and the target.
+BRACKETED = SMA_CROSS + "stop_loss = 0.003\ntake_profit = 0.003\n"
+
+
+def test_fees_and_the_intrabar_rule_reach_the_engine(cli_env: Path, tmp_path: Path) -> None:
+    candles = rounded(walk(600, 31, symbol="ACME"))
+    data = tmp_path / "acme.csv"
+    write_csv(data, candles)
+    bracketed = tmp_path / "bracketed.txt"
+    bracketed.write_text(BRACKETED)
+    result = run(
+        "backtest", str(bracketed), "--data", str(data), "--timeframe", "1h", "--json",
+        "--cash", "5000", "--fixed-fee", "1.5", "--min-fee", "2", "--intrabar", "best",
+        "--fractional",
+    )  # fmt: skip
+    got = answer(result)
+    config = BacktestConfig(
+        initial_cash=5000, fixed_fee=1.5, min_fee=2, intrabar_rule="best", quantity_step=0
+    )
+    expected = run_formula([candles], BRACKETED, config=config)
+    assert got["final_equity"] == pytest.approx(expected.final_equity)
+    assert got["metrics"] == pytest.approx(metrics_dict(expected.metrics))
+    assert got["trades"]
+    assert all(t["fees"] == pytest.approx(4.0) for t in got["trades"])  # the minimum, both sides
+    # The rule and the fees changed the run: with the defaults it comes out otherwise.
+    for changed in ({"intrabar_rule": "worst"}, {"fixed_fee": 0.0, "min_fee": 0.0}):
+        other = run_formula([candles], BRACKETED, config=dataclasses.replace(config, **changed))
+        assert other.final_equity != pytest.approx(expected.final_equity)
+
+
 def test_sizes_and_windows(cli_env: Path, tmp_path: Path, formula: Path) -> None:
     candles = rounded(walk(400, 32, symbol="X"))
     data = tmp_path / "x.csv"
@@ -264,6 +294,8 @@ def test_a_bad_formula_is_one_line_with_its_place(cli_env: Path, tmp_path: Path)
         (["--param", "nope=3"], "unknown parameter 'nope'"),
         (["--param", "fast=1"], "period"),
         (["--fill", "later"], "--fill must be one of"),
+        (["--intrabar", "first"], "--intrabar must be one of"),
+        (["--fixed-fee", "-1"], "--fixed-fee"),
         (["--timeframe", "2h"], "--timeframe must be one of"),
         (["--start", "yesterday"], "--start must be an ISO date"),
         (["--cash", "0"], "--cash"),

@@ -23,6 +23,7 @@ from tradeos.backtest.models import BacktestKind, BacktestStatus
 from tradeos.core.fields import Moment, NoNul, PlainDecimal, decimal_text
 from tradeos.market.timeframes import Timeframe
 from tradeos.strategies.schemas import ParameterValue, ParameterValues
+from tradeos.trading.fill_model import IntrabarRule
 
 MAX_SYMBOLS = 10
 # The most bars one backtest reads per instrument: (end - start) / timeframe.
@@ -129,10 +130,26 @@ class _Config(_Request):
     commission: float = Field(
         default=0.0, ge=0, le=0.1, description="Fee per fill (each side), a fraction of notional."
     )
+    fixed_fee: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="A fixed fee per fill (each side) in the quote currency, on top of the "
+        "commission.",
+    )
+    min_fee: float = Field(
+        default=0.0, ge=0, le=1_000_000, description="The least a fill pays in fees."
+    )
     slippage_bps: float = Field(default=0.0, ge=0, le=1000, description="Slippage per fill.")
     fill: Fill = Field(
         default=Fill.NEXT_OPEN,
         description="next_open: a signal fills at the next bar's open; close: at its close.",
+    )
+    intrabar_rule: IntrabarRule = Field(
+        default=IntrabarRule.WORST,
+        description="When one bar's range reaches both the stop-loss and the take-profit: "
+        "worst (the one worse for the trader), best, or nearest_to_open (the level nearer the "
+        "bar's open).",
     )
     sizing: SizingIn = Field(
         default_factory=lambda: SizingIn(mode=SizingMode.PERCENT_EQUITY, value=100)

@@ -74,7 +74,7 @@ from tradeos.market.providers.base import MarketProvider
 from tradeos.market.timeframes import Timeframe
 from tradeos.strategies import service as strategies
 from tradeos.strategies.formula import FormulaError
-from tradeos.trading.fill_model import EXIT_REASONS
+from tradeos.trading.fill_model import EXIT_REASONS, IntrabarRule
 
 NOT_FOUND = "No such backtest."
 
@@ -218,8 +218,11 @@ def _common(
         "end": body.end.isoformat(),
         "initial_cash": str(body.initial_cash),
         "commission": body.commission,
+        "fixed_fee": body.fixed_fee,
+        "min_fee": body.min_fee,
         "slippage_bps": body.slippage_bps,
         "fill": body.fill.value,
+        "intrabar_rule": body.intrabar_rule.value,
         "sizing": _sizing(body),
         "whole_units": body.whole_units,
         "quantity_step": step,
@@ -398,8 +401,12 @@ def config_of(request: Mapping[str, Any]) -> BacktestConfig:
     return BacktestConfig(
         initial_cash=float(request["initial_cash"]),
         commission=float(request["commission"]),
+        # Requests stored before fees and the intrabar rule could be chosen ran with these.
+        fixed_fee=float(request.get("fixed_fee", 0.0)),
+        min_fee=float(request.get("min_fee", 0.0)),
         slippage_bps=float(request["slippage_bps"]),
         fill_at=FillTiming(request["fill"]),
+        intrabar_rule=IntrabarRule(request.get("intrabar_rule", IntrabarRule.WORST.value)),
         sizing=Sizing(mode.value),
         size=size,
         quantity_step=float(request["quantity_step"]),
