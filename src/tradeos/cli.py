@@ -477,9 +477,14 @@ def backtest(
         float, typer.Option(help="Fee per fill (each side), a fraction of the notional.")
     ] = 0.0,
     fixed_fee: Annotated[
-        float, typer.Option(help="A fixed fee per fill (each side), on top of the commission.")
+        float,
+        typer.Option(
+            min=0, max=1_000_000, help="A fixed fee per fill (each side), on top of the commission."
+        ),
     ] = 0.0,
-    min_fee: Annotated[float, typer.Option(help="The least a fill pays in fees.")] = 0.0,
+    min_fee: Annotated[
+        float, typer.Option(min=0, max=1_000_000, help="The least a fill pays in fees.")
+    ] = 0.0,
     slippage_bps: Annotated[float, typer.Option(help="Slippage per fill, in basis points.")] = 0.0,
     fill: Annotated[
         str,

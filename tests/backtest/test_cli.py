@@ -296,6 +296,7 @@ def test_a_bad_formula_is_one_line_with_its_place(cli_env: Path, tmp_path: Path)
         (["--fill", "later"], "--fill must be one of"),
         (["--intrabar", "first"], "--intrabar must be one of"),
         (["--fixed-fee", "-1"], "--fixed-fee"),
+        (["--min-fee", "inf"], "--min-fee"),
         (["--timeframe", "2h"], "--timeframe must be one of"),
         (["--start", "yesterday"], "--start must be an ISO date"),
         (["--cash", "0"], "--cash"),

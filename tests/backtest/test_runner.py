@@ -387,7 +387,8 @@ async def test_job_workers_warm_the_engine_up_once_before_their_first_job() -> N
     assert calls == ["failing", "counted"]  # a failing hook does not stop the others
 
 
-# Every indicator of the language, each able to change a signal.
+# Every indicator of the language in one strategy (the per-indicator test below reads each
+# one's values; this one runs them through signals and the engine).
 EVERY_INDICATOR = """
 entry_long = (crossover(ema(close, 8), wma(close, 21)) and rsi(close, 14) < 75
     and macd_hist(close, 12, 26, 9) > -1 and close < bb_upper(close, 20, 2) and adx(14) > 5)
@@ -436,6 +437,36 @@ def test_a_formula_backtest_before_a_bar_ignores_every_bar_from_it_on(t: int, se
     np.testing.assert_array_equal(
         before.result.trades[closed], after.result.trades[after.result.trades["exit_bar"] < t]
     )
+
+
+# Each function of the language, with its usual arguments.
+EACH_INDICATOR = [
+    "sma(close, 10)", "ema(close, 10)", "wma(close, 10)", "rsi(close, 14)", "roc(close, 5)",
+    "stdev(close, 10)", "highest(high, 10)", "lowest(low, 10)", "macd(close, 12, 26, 9)",
+    "macd_signal(close, 12, 26, 9)", "macd_hist(close, 12, 26, 9)", "bb_upper(close, 20, 2)",
+    "bb_middle(close, 20, 2)", "bb_lower(close, 20, 2)", "atr(14)", "adx(14)", "cci(20)",
+    "stoch_k(14, 3)", "stoch_d(14, 3, 3)", "obv()", "vwap()", "shift(close, 1)",
+    "abs(close - open)", "min(open, close)", "max(open, close)",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("indicator", EACH_INDICATOR)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=st.integers(min_value=60, max_value=399), seed=st.integers(0, 2**32 - 1))
+def test_no_indicator_reads_a_bar_ahead(indicator: str, t: int, seed: int) -> None:
+    # `value > shift(value, 1)`: whether the indicator rose on a bar flips often and depends
+    # on its value on that bar, so a value before t that read bar t or later shows.
+    formula = compile_formula(f"value = {indicator}\nentry_long = value > shift(value, 1)\n")
+    market, other = walk(400, 13), walk(400, seed)
+    names = ("open", "high", "low", "close", "volume")
+    before = formula.evaluate({name: getattr(market, name) for name in names}).entry_long
+    changed = {
+        name: np.concatenate((getattr(market, name)[:t], getattr(other, name)[t:]))
+        for name in names
+    }
+    after = formula.evaluate(changed).entry_long
+    assert before[:t].any() and not before[:t].all()
+    np.testing.assert_array_equal(before[:t], after[:t])
 
 
 def test_the_look_ahead_formula_trades_both_ways() -> None:

@@ -119,15 +119,19 @@ def _sma_kernel(x: Series, period: int) -> Series:  # pragma: no cover - compile
 
 
 @_compiled
-def _sma_pair_kernel(x: Series, short: int, long: int) -> Matrix:  # pragma: no cover - compiled
+def _sma_pair_kernel(
+    x: Series, short: int, long: int
+) -> tuple[Series, Series]:  # pragma: no cover - compiled
     # Two SMAs (short <= long <= len(x)) in one pass. Each running sum waits on its previous
     # addition, so one SMA leaves the processor idle most of the time: two independent sums
     # side by side cost little more than one. Each sum takes exactly the steps of
-    # `_sma_kernel`, so the results are the same floats.
+    # `_sma_kernel`, so the results are the same floats. (Two arrays, not one 2-row matrix:
+    # each result holds only its own memory.)
     n = x.shape[0]
-    out = np.empty((2, n))
-    out[0, : short - 1] = np.nan
-    out[1, : long - 1] = np.nan
+    fast_out = np.empty(n)
+    slow_out = np.empty(n)
+    fast_out[: short - 1] = np.nan
+    slow_out[: long - 1] = np.nan
     fast = 0.0
     for i in range(short - 1):
         fast += x[i]
@@ -136,16 +140,16 @@ def _sma_pair_kernel(x: Series, short: int, long: int) -> Matrix:  # pragma: no 
         slow += x[i]
     for i in range(short - 1, long - 1):  # the short SMA's values while the long one warms up
         fast += x[i]
-        out[0, i] = fast / short
+        fast_out[i] = fast / short
         fast -= x[i - short + 1]
     for i in range(long - 1, n):
         fast += x[i]
-        out[0, i] = fast / short
+        fast_out[i] = fast / short
         fast -= x[i - short + 1]
         slow += x[i]
-        out[1, i] = slow / long
+        slow_out[i] = slow / long
         slow -= x[i - long + 1]
-    return out
+    return fast_out, slow_out
 
 
 @_compiled
@@ -760,10 +764,10 @@ def sma_pair(values: Series, period: int, other_period: int) -> tuple[Series, Se
     if _stretches(arrays) is not None or x.shape[0] < max(p, q):
         return sma(x, p), sma(x, q)
     if p <= q:
-        both = _sma_pair_kernel(x, p, q)
-        return both[0], both[1]
-    both = _sma_pair_kernel(x, q, p)
-    return both[1], both[0]
+        short, long = _sma_pair_kernel(x, p, q)
+        return short, long
+    short, long = _sma_pair_kernel(x, q, p)
+    return long, short
 
 
 def ema(values: Series, period: int) -> Series:

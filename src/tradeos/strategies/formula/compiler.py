@@ -9,7 +9,7 @@ computes `sma(close, 10)` once for all combinations that use it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -150,6 +150,9 @@ class Candles:
         if values.nbytes > CACHE_BYTES // 4:
             return
         values.setflags(write=False)
+        replaced = self._cache.pop(key, None)
+        if replaced is not None:  # counted once, however often it is remembered
+            self._cache_bytes -= replaced.nbytes
         self._cache[key] = values
         self._cache_bytes += values.nbytes
         while self._cache_bytes > CACHE_BYTES:
@@ -361,7 +364,7 @@ class _Run:
             series = tuple(self.key(s) for s in node.series)
             key = ("call", node.function.name, series, constants)
             cost = max(1.0, node.function.cost(constants))
-            self.calls[key] = node
+            self.calls[key] = node  # for the calls computed together (_shared_passes)
         elif isinstance(node, Arithmetic | Comparison):
             key = (node.operator, self.key(node.left), self.key(node.right))
         elif isinstance(node, Logic):
@@ -419,43 +422,33 @@ class _Run:
         return result
 
     def _shared_passes(self) -> None:
-        """Calls that one compiled pass computes together, computed so before the rest: the
-        SMAs of one series two at a time (`sma(close, fast)` and `sma(close, slow)`), and the
-        crossover and crossunder of one pair of series. The same values, sooner."""
-        self._smas_in_pairs()
-        self._crossings_in_pairs()
-
-    def _share(self, keys: tuple[Key, Key], results: tuple[Array, Array]) -> None:
-        for key, result in zip(keys, results, strict=True):
-            self.candles.remember(key, result)
-            self.values[key] = result
-
-    def _smas_in_pairs(self) -> None:
-        by_series: dict[Key, list[tuple[float, Key]]] = {}
+        """Pairs of calls that one compiled pass computes together (`Function.partner`),
+        computed so before the rest: two SMAs of one series (by period, two at a time), a
+        crossover with the crossunder of the same two series. The values are those each call
+        gives alone; the pass costs less than two."""
+        groups: dict[tuple[str, tuple[Key, ...]], list[_CallKey]] = {}
         for key, node in self.calls.items():
-            if node.function.name == "sma" and self.candles.remembered(key) is None:
-                _, _, series, (period,) = cast(_CallKey, key)
-                by_series.setdefault(series, []).append((period, key))
-        for wanted in by_series.values():
-            wanted.sort()
-            # By period, two at a time; an odd one out is computed alone, when it is read.
-            pairs = zip(wanted[::2], wanted[1::2], strict=False)
-            for (short, short_key), (long, long_key) in pairs:
-                node = self.calls[short_key]
-                values = cast(FloatArray, self._as_series(self.value(node.series[0])))
-                self._share((short_key, long_key), ind.sma_pair(values, int(short), int(long)))
-
-    def _crossings_in_pairs(self) -> None:
-        for over_key, node in self.calls.items():
-            if node.function.name != "crossover":
+            partner = node.function.partner
+            if partner is None or self.candles.remembered(key) is not None:
                 continue
-            _, _, series, constants = cast(_CallKey, over_key)
-            under_key = ("call", "crossunder", series, constants)
-            if under_key not in self.calls or self.candles.remembered(over_key) is not None:
-                continue
-            # Both take numbers only (checked when parsed), like every function but shift().
-            a, b = (cast(FloatArray, self._as_series(self.value(s))) for s in node.series)
-            self._share((over_key, under_key), ind.crossings(a, b))
+            call = cast(_CallKey, key)
+            # A function and its partner on the same series arguments share a group.
+            groups.setdefault((min(call[1], partner), call[2]), []).append(call)
+        for calls in groups.values():
+            calls.sort(key=lambda call: (call[1], call[3]))  # by name, then constants
+            while calls:
+                first = calls.pop(0)
+                node = self.calls[first]
+                second = next((c for c in calls if c[1] == node.function.partner), None)
+                if second is None:
+                    continue  # computed alone when it is read
+                calls.remove(second)
+                together = cast(Callable[..., tuple[Array, Array]], node.function.together)
+                series = [self._as_series(self.value(s)) for s in node.series]
+                results = together(series, first[3], second[3])
+                for key, result in zip((first, second), results, strict=True):
+                    self.candles.remember(key, result)
+                    self.values[key] = result
 
     def _as_series(self, value: Value) -> Array:
         if isinstance(value, np.ndarray):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,7 @@ from tradeos.strategies.formula.limits import MAX_DEVIATIONS, MAX_PERIOD
 Kind = Literal["number", "bool"]
 Array = npt.NDArray[np.float64] | npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
+Pair = tuple[Array, Array]
 
 INPUTS = ("open", "high", "low", "close", "volume")
 
@@ -61,6 +63,12 @@ class Function:
     compute: Callable[[Sequence[FloatArray], Sequence[float]], Array]
     # Work per bar, as a multiple of one arithmetic operation.
     cost: Callable[[Sequence[float]], float] = lambda constants: 1.0
+    # A function whose call on the same series one compiled pass computes with this one's
+    # (this function itself: two SMAs of one series; crossunder for crossover), and that pass:
+    # `together(series, constants, partner_constants)` gives what `compute` gives for this
+    # call and the partner's `compute` for its call, sooner.
+    partner: str | None = None
+    together: Callable[[Sequence[FloatArray], Sequence[float], Sequence[float]], Pair] | None = None
 
     def signature(self) -> str:
         return ", ".join((*self.series, *(c.name for c in self.constants)))
@@ -138,7 +146,11 @@ def _elementwise(
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in (
-        _series("sma", ind.sma),
+        dataclasses.replace(
+            _series("sma", ind.sma),
+            partner="sma",
+            together=lambda s, c, other: ind.sma_pair(s[0], _int(c[0]), _int(other[0])),
+        ),
         _series("ema", ind.ema),
         _series("wma", ind.wma),
         _series("rsi", ind.rsi),
@@ -187,10 +199,26 @@ FUNCTIONS: dict[str, Function] = {
             lambda s, c: ind.vwap(*s),
         ),
         Function(
-            "crossover", ("a", "b"), (), False, "number", "bool", lambda s, c: ind.crossover(*s)
+            "crossover",
+            ("a", "b"),
+            (),
+            False,
+            "number",
+            "bool",
+            lambda s, c: ind.crossover(*s),
+            partner="crossunder",
+            together=lambda s, c, other: ind.crossings(*s),
         ),
         Function(
-            "crossunder", ("a", "b"), (), False, "number", "bool", lambda s, c: ind.crossunder(*s)
+            "crossunder",
+            ("a", "b"),
+            (),
+            False,
+            "number",
+            "bool",
+            lambda s, c: ind.crossunder(*s),
+            partner="crossover",
+            together=lambda s, c, other: ind.crossings(*s)[::-1],
         ),
         Function(
             "shift",
