@@ -142,13 +142,11 @@ async def test_runs_are_listed_filtered_and_sorted(
 
 
 async def _scheduled_low_runs(session: AsyncSession) -> int:
+    """The low-queue runs the app's scheduler made so far, whatever became of them (a worker
+    may take one between any two reads)."""
     await session.rollback()  # a fresh transaction: SQLite would show the last one's snapshot
     runs = await session.scalars(
-        select(JobRun.id).where(
-            JobRun.queue == "low",
-            JobRun.status == RunStatus.QUEUED,
-            JobRun.name != "sample.low",
-        )
+        select(JobRun.id).where(JobRun.queue == "low", JobRun.name != "sample.low")
     )
     return len(runs.all())
 
@@ -171,17 +169,17 @@ async def test_queue_status_counts_runs_and_shows_schedules_and_workers(
     await session.commit()
 
     # The app's scheduler may enqueue its every-minute low-priority job (portfolio.snapshot)
-    # while this runs: the low queue's depth is the runs it queued, counted before and after.
-    scheduled_before = await _scheduled_low_runs(session)
+    # while this runs, and the app's worker may take it at any moment: the low queue's depth
+    # counts at most the runs the scheduler made, never the delayed one above.
     response = await client.get(f"{API}/admin/queue/status", headers=headers)
-    scheduled_after = await _scheduled_low_runs(session)
+    scheduled = await _scheduled_low_runs(session)
     assert response.status_code == 200, response.text
     status = response.json()
     assert status["backend"] == app.state.jobs.backend
     queues = {queue["name"]: queue for queue in status["queues"]}
     assert list(queues) == ["high", "default", "low"]
     assert queues["low"]["delayed"] == 1
-    assert scheduled_before <= queues["low"]["depth"] <= scheduled_after
+    assert 0 <= queues["low"]["depth"] <= scheduled
     assert queues["high"]["running"] == 1
     assert queues["default"]["failed_last_24h"] == 1  # the one two days old is not counted
     assert queues["default"]["succeeded_last_24h"] == 1
