@@ -116,6 +116,26 @@ def _candles(
     )
 
 
+def _crossing(
+    name: str,
+    compute: Callable[[FloatArray, FloatArray], Array],
+    partner: str,
+    both: Callable[[FloatArray, FloatArray], Pair],
+) -> Function:
+    # crossover / crossunder: one pass computes a call and its partner on the same series.
+    return Function(
+        name,
+        ("a", "b"),
+        (),
+        False,
+        "number",
+        "bool",
+        lambda s, c: compute(*s),
+        partner=partner,
+        together=lambda s, c, other: both(*s),
+    )
+
+
 _MACD = (_period("fast"), _period("slow"), _period("signal", minimum=1))
 _BANDS = (_period(), Constant("deviations", 0.0, MAX_DEVIATIONS, whole=False))
 _STOCH_K = (_period("k_period", minimum=1), _period("k_smoothing", minimum=1))
@@ -198,28 +218,8 @@ FUNCTIONS: dict[str, Function] = {
             "number",
             lambda s, c: ind.vwap(*s),
         ),
-        Function(
-            "crossover",
-            ("a", "b"),
-            (),
-            False,
-            "number",
-            "bool",
-            lambda s, c: ind.crossover(*s),
-            partner="crossunder",
-            together=lambda s, c, other: ind.crossings(*s),
-        ),
-        Function(
-            "crossunder",
-            ("a", "b"),
-            (),
-            False,
-            "number",
-            "bool",
-            lambda s, c: ind.crossunder(*s),
-            partner="crossover",
-            together=lambda s, c, other: ind.crossings(*s)[::-1],
-        ),
+        _crossing("crossover", ind.crossover, "crossunder", ind.crossings),
+        _crossing("crossunder", ind.crossunder, "crossover", lambda a, b: ind.crossings(b, a)),
         Function(
             "shift",
             ("series",),
